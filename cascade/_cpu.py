@@ -1,0 +1,42 @@
+"""Guard against CPUs that advertise AMX but fault on it.
+
+oneDNN uses AMX for bf16 matmuls when the CPU reports it, but some virtual machines (seen on a
+Firecracker guest) report AMX and then kill the process with SIGILL on the first tile instruction.
+We probe once per machine in a subprocess and, if it faults, cap oneDNN at AVX512-BF16. The cap
+must be set before oneDNN creates its first primitive, hence at `import cascade`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+PROBE = ("import torch\n"
+         "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+         "    torch.nn.Linear(64, 64)(torch.randn(128, 64)).float().sum()\n")
+SAFE_ISA = "AVX512_CORE_BF16"
+
+
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def guard_amx() -> None:
+    info = _cpu_flags()
+    if "ONEDNN_MAX_CPU_ISA" in os.environ or platform.machine() != "x86_64" or "amx_tile" not in info:
+        return
+    model = next((line for line in info.splitlines() if line.startswith("model name")), "")
+    key = hashlib.sha256(f"{model}|{platform.release()}|{platform.node()}".encode()).hexdigest()[:16]
+    marker = Path(os.environ.get("CASCADE_CACHE", Path.home() / ".cache" / "cascade")) / f"amx-{key}"
+    if not marker.exists():
+        ok = subprocess.run([sys.executable, "-c", PROBE], capture_output=True).returncode == 0
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("ok" if ok else "fault")
+    if marker.read_text() == "fault":
+        os.environ["ONEDNN_MAX_CPU_ISA"] = SAFE_ISA

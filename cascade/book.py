@@ -1,0 +1,239 @@
+"""Build the companion book: execute the notebooks, write the generated pages, run Jupyter Book offline.
+
+Notebooks are executed here with papermill (not by Jupyter Book) so each chapter records its parameters and
+wall time, and so the book can be rebuilt from stored results without recomputing anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from string import Template
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = re.compile(r"^\d\d_\w+\.ipynb$")
+KERNEL = "python3"
+# Lines of a stderr stream that are progress bars (tqdm and friends): carriage returns, "42%|", "3/10 [", "it/s]".
+PROGRESS = re.compile(r"\r|\d+%\||\d+/\d+ \[|\d+it \[|(?:it/s|s/it)\]")
+VERDICTS = {True: "reproduces", False: "does not reproduce", None: "inconclusive"}
+VERSIONED = ["torch", "torchvision", "numpy", "jupyter-book", "papermill"]
+
+
+class BookError(RuntimeError):
+    """One-line reason the book could not be built."""
+
+
+def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, notebook_dir=None) -> Path:
+    """Execute the notebooks (all, or the one named `only`) and build the book; return its index.html.
+
+    `book_dir` is the book's source (default book/); with `out_dir` it is copied there first and built there,
+    so tests leave the repository untouched. `notebook_dir` defaults to notebooks/.
+    """
+    src = Path(book_dir or REPO / "book")
+    nb_dir = Path(notebook_dir or REPO / "notebooks")
+    notebooks = sorted(p for p in nb_dir.glob("*.ipynb") if NOTEBOOK.match(p.name))
+    todo = notebooks if only is None else [_select(only, notebooks)]
+    try:
+        return _build(profile, force, src, Path(out_dir) if out_dir else src, notebooks, todo)
+    except BookError:
+        raise
+    except Exception as err:  # anything else still reads as one line; the chain keeps the traceback
+        raise BookError(f"book build failed: {type(err).__name__}: {_first_line(err)}") from err
+
+
+def _first_line(err) -> str:
+    return next(iter(str(err).strip().splitlines()), "")
+
+
+def _build(profile, force, src: Path, book: Path, notebooks: list[Path], todo: list[Path]) -> Path:
+    if book.resolve() != src.resolve():
+        shutil.copytree(src, book, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_build", "__pycache__"))
+    chapters = book / "chapters"
+    chapters.mkdir(exist_ok=True)
+    _use_venv_kernel()
+    for nb in todo:
+        execute(nb, chapters / nb.name, profile, force)
+    for nb in notebooks:  # chapters never executed are shown as they are, so the table of contents is complete
+        if not (chapters / nb.name).exists():
+            shutil.copyfile(nb, chapters / nb.name)
+    names = [nb.stem for nb in notebooks]
+    (book / "_toc.yml").write_text(toc(names))
+    templates = book / "templates"
+    (book / "claims.md").write_text(claims_page(profile, names, templates / "claims.md.in"))
+    (book / "appendix.md").write_text(
+        appendix_page(profile, [chapters / f"{n}.ipynb" for n in names], templates / "appendix.md.in"))
+    return jupyter_book(book)
+
+
+def _select(only, notebooks):
+    """The notebook named by experiment name, notebook stem ("01_phenomenon") or stem without its number."""
+    by_name = {nb.stem: nb for nb in notebooks} | {nb.stem[3:]: nb for nb in notebooks}
+    try:
+        from cascade import experiments
+        by_name |= {n: by_name[e.notebook] for n, e in experiments.REGISTRY.items() if e.notebook in by_name}
+    except ImportError:
+        pass
+    if only not in by_name:
+        raise ValueError(f"unknown experiment or notebook {only!r}; allowed: {', '.join(sorted(by_name))}")
+    return by_name[only]
+
+
+def _use_venv_kernel():
+    """Make kernel `python3` run this interpreter, so notebooks see the same packages as the build.
+
+    The kernelspec is installed into sys.prefix and that location is put first on JUPYTER_PATH, so a user-wide
+    `python3` kernel of another Python cannot shadow it.
+    """
+    from ipykernel.kernelspec import install
+
+    share = Path(sys.prefix) / "share" / "jupyter"
+    spec = share / "kernels" / KERNEL / "kernel.json"
+    if not spec.exists() or json.loads(spec.read_text())["argv"][0] != sys.executable:
+        install(prefix=sys.prefix, kernel_name=KERNEL)
+    paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
+    if paths[0] != str(share):
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([str(share)] + [p for p in paths if p])
+
+
+def execute(notebook: Path, chapter: Path, profile: str, force: bool) -> None:
+    """Run one notebook with papermill into `chapter`, then tidy it for the book."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(str(notebook), str(chapter), parameters={"profile": profile, "force": force},
+                                   kernel_name=KERNEL, progress_bar=False, cwd=str(notebook.parent))
+    except papermill.PapermillExecutionError as err:
+        raise BookError(f"{notebook.name} failed in cell {err.exec_count}: {err.ename}: "
+                        f"{_first_line(err.evalue or '')} (executed copy: {chapter})") from None
+    except Exception as err:  # kernel died, timeout, bad notebook
+        raise BookError(f"{notebook.name} could not be executed: {type(err).__name__}: {_first_line(err)}") from err
+    nb = nbformat.read(chapter, as_version=4)
+    tidy(nb)
+    nbformat.write(nb, chapter)
+
+
+def tidy(nb) -> None:
+    """Fold the injected-parameters cell behind a toggle and drop progress bars from stderr, in place."""
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata.tags = tags + ["hide-input"]
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                out.text = "".join(line for line in out.text.splitlines(keepends=True) if not PROGRESS.search(line))
+                if not out.text.strip():
+                    continue
+            outputs.append(out)
+        cell.outputs = outputs
+
+
+def toc(chapters: list[str]) -> str:
+    """The table of contents: intro, claims, one chapter per notebook, methods, appendix."""
+    files = ["claims", *(f"chapters/{c}" for c in chapters), "methods", "appendix"]
+    return ("# Generated by cascade/book.py from notebooks/NN_*.ipynb; do not edit by hand.\n"
+            "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"- file: {f}\n" for f in files))
+
+
+def claims_page(profile: str, chapters: list[str], template: Path) -> str:
+    """The "Claims at a glance" page: one row per (claim, experiment) with the stored verdict."""
+    from cascade import experiments
+
+    rows = []
+    for claim, text in experiments.CLAIMS.items():
+        tested = [e for e in experiments.REGISTRY.values() if claim in e.claims]
+        if not tested:
+            rows.append([claim, text, "not yet tested", "", "", ""])
+        for exp in tested:
+            link = f"[{exp.notebook}](chapters/{exp.notebook}.ipynb)" if exp.notebook in chapters else exp.notebook
+            found = [v for v in experiments.cached_verdicts(exp.name, profile) if v["claim"] == claim]
+            if not found:
+                rows.append([claim, text, "not run", "", "", link])
+            for v in found:
+                rows.append([claim, text, VERDICTS[v["holds"]], _effect(v), str(v["n_seeds"]), link])
+    head = ["Claim", "Statement", "Verdict", "Effect [95% CI]", "Seeds", "Evidence"]
+    table = [head, ["---"] * len(head)] + [[c.replace("|", "\\|") for c in r] for r in rows]
+    return Template(template.read_text()).substitute(
+        profile=profile, table="\n".join("| " + " | ".join(r) + " |" for r in table))
+
+
+def _effect(verdict: dict) -> str:
+    if verdict["effect"] is None:
+        return ""
+    lo, hi = verdict["ci95"]
+    return f"{verdict['effect']:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
+    """The reproducibility appendix: versions, hardware, wall times and commands of this build."""
+    versions = [("python", platform.python_version())] + [(p, metadata.version(p)) for p in VERSIONED]
+    papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb "
+                 f"-p profile {profile} -p force False -k {KERNEL} --cwd notebooks --no-progress-bar")
+    return Template(template.read_text()).substitute(
+        versions=_table(["package", "version"], versions), hardware=_table(["", ""], hardware()),
+        walltimes=_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
+        profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
+
+
+def _table(head, rows) -> str:
+    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [head, ["---"] * len(head), *rows])
+
+
+def _wall_time(chapter: Path) -> tuple[str, str]:
+    """(profile, wall time) papermill recorded in an executed chapter; "not executed" otherwise."""
+    meta = nbformat.read(chapter, as_version=4).metadata.get("papermill", {})
+    if meta.get("duration") is None:
+        return "", "not executed"
+    return str(meta.get("parameters", {}).get("profile", "")), f"{meta['duration']:.1f} s"
+
+
+def hardware() -> list[tuple[str, str]]:
+    """CPU model, cores, RAM and GPU of the machine building the book."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [("CPU", cpu.group(1) if cpu else platform.processor() or "unknown"),
+            ("cores", str(os.cpu_count())),
+            ("RAM", f"{int(mem.group(1)) / 2**20:.1f} GiB" if mem else "unknown"),
+            ("GPU", ", ".join(gpus) or "none"),
+            ("torch build", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'})"),
+            ("OS", platform.platform())]
+
+
+def bench_section(bench_dir: Path) -> str:
+    """HOOK(bench): markdown for the benchmark section, from results/bench/*.json and *.png when present.
+
+    TODO(lead): render the benchmark here once `python -m cascade bench` writes its files; until then the
+    appendix has no benchmark section.
+    """
+    return ""
+
+
+def jupyter_book(book: Path) -> Path:
+    """Run `jupyter-book build` with warnings as errors; return index.html or raise a one-line BookError."""
+    log = book / "_build" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(book),
+           "--builder", "html", "-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log.write_text(proc.stdout + proc.stderr)
+    index = book / "_build" / "html" / "index.html"
+    if proc.returncode or not index.exists():
+        lines = (proc.stderr + proc.stdout).splitlines()
+        first = next((l for l in lines if "WARNING" in l or "ERROR" in l), lines[-1] if lines else "no output")
+        raise BookError(f"jupyter-book build failed: {first.strip()} (full log: {log})")
+    return index

@@ -1,0 +1,286 @@
+"""One training loop for pre-training, fine-tuning, rewinding and training from scratch.
+
+The loop only steps the optimizer; evaluation, the shedding tracker, pruning events and checkpoints
+are callbacks. Every epoch's batches depend only on (seed, epoch) and the LR only on the global
+step, so a run resumed from an epoch checkpoint ends with exactly the metrics of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import Loader, Split
+
+LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that can change a training run's result (it is hashed into the run's key).
+
+    Weight decay applies to every parameter, BatchNorm and biases included, by default
+    (`decay_norm_and_bias=True`): that is what the reference CIFAR code of Liu et al. and Zhou et al.
+    does, and shrinking BN gammas is one route by which channels die, which is what we measure.
+    `start_epoch > 0` replays the schedule of an `epochs`-long run from that epoch: LR rewinding.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True
+    lr_schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    start_epoch: int = 0
+    augment: bool = True
+    precision: str = "bf16"
+    channels_last: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
+            ("precision", self.precision in PRECISIONS, ", ".join(PRECISIONS)),
+            ("epochs", isinstance(self.epochs, int) and self.epochs >= 0, "an int >= 0"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an int >= 1"),
+            ("lr", self.lr >= 0, "a float >= 0"),
+            ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
+            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, f"an int in [0, epochs={self.epochs}]"),
+            ("start_epoch", 0 <= self.start_epoch <= self.epochs, f"an int in [0, epochs={self.epochs}]"),
+            ("milestones", all(0 < m < 1 for m in self.milestones), "fractions of the run in (0, 1)"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at global `step` of an `epochs`-long run (warm-up, then the schedule)."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(total - warm, 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.gamma ** sum(step >= m * total for m in cfg.milestones)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+    # one-cycle: linear rise from lr/25 over the first 30%, then cosine annealing to 0
+    return cfg.lr * (0.04 + 0.96 * t / 0.3) if t < 0.3 else 0.5 * cfg.lr * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@dataclass
+class State:
+    """What callbacks see: the live model, optimizer and mask, counters, and the metric history."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    train_set: Split
+    stats: tuple[torch.Tensor, torch.Tensor]
+    device: torch.device
+    mask: object = None
+    epoch: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    def set_mask(self, mask) -> None:
+        """Install a new mask: zero pruned weights and their momentum so nothing revives them."""
+        self.mask = mask
+        mask.apply_(self.model)
+        mask.zero_state(self.optimizer, self.model)
+
+
+class Callback:
+    """Hooks of the loop. `every_steps > 0` also calls on_step every that many steps."""
+
+    every_steps = 0
+
+    def on_start(self, state: State) -> None: ...
+
+    def on_step(self, state: State) -> None: ...
+
+    def on_epoch_end(self, state: State) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict) -> None: ...
+
+
+def evaluate(model, split: Split, stats, device, precision: str = "bf16", batch_size: int = 1000) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` on `split`, in eval mode."""
+    loader = Loader(split, batch_size, train=False, stats=stats, device=device)
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    with torch.no_grad(), autocast(device, precision):
+        for x, y in loader.epoch():
+            out = model(x).float()
+            loss += F.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    return loss.item() / len(split), correct.item() / len(split)
+
+
+class Evaluate(Callback):
+    """Test loss and accuracy at every epoch end (and before the first epoch, as epoch 0)."""
+
+    def __init__(self, test_set: Split):
+        self.test_set = test_set
+
+    def _run(self, state: State) -> None:
+        state.metrics["test_loss"], state.metrics["test_acc"] = evaluate(
+            state.model, self.test_set, state.stats, state.device, state.cfg.precision)
+
+    on_start = on_epoch_end = _run
+
+
+class Checkpoint(Callback):
+    """Atomic checkpoint at every epoch end (`last.pt`), plus `epoch_K.pt` for each K in `keep`.
+
+    `restore` is used by train() to resume; `keep` serves weight rewinding.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: tuple[int, ...] = ()):
+        self.dir, self.keep = Path(directory), tuple(keep)
+
+    def _payload(self, state: State, callbacks) -> dict:
+        return {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+                "mask": state.mask.state_dict() if state.mask is not None else None,
+                "epoch": state.epoch, "step": state.step, "history": state.history,
+                "callbacks": [cb.state_dict() for cb in callbacks]}
+
+    def save(self, state: State, callbacks) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        payload = self._payload(state, callbacks)
+        names = ["last.pt"] + ([f"epoch_{state.epoch}.pt"] if state.epoch in self.keep else [])
+        for name in names:
+            tmp = self.dir / f".{name}.{os.getpid()}.tmp"
+            torch.save(payload, tmp)
+            os.replace(tmp, self.dir / name)
+
+    def restore(self, state: State, callbacks) -> bool:
+        path = self.dir / "last.pt"
+        if not path.exists():
+            return False
+        ck = torch.load(path, map_location=state.device, weights_only=True)
+        state.model.load_state_dict(ck["model"])
+        state.optimizer.load_state_dict(ck["optimizer"])
+        if ck["mask"] is not None:
+            from .pruning import Mask
+            state.mask = Mask.from_state_dict(state.model, ck["mask"])
+        state.epoch, state.step, state.history = ck["epoch"], ck["step"], ck["history"]
+        for cb, d in zip(callbacks, ck["callbacks"]):
+            cb.load_state_dict(d)
+        return True
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, mask=None) -> None:
+    """Load a checkpoint's weights into `model` (weight rewinding when `mask` is given: survivors only)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["model"])
+    if mask is not None:
+        mask.apply(model)
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    if cfg.decay_norm_and_bias:
+        return [{"params": list(model.parameters())}]
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=None, callbacks=(),
+          device=None, stats=None, quiet: bool = False, desc: str = "train") -> State:
+    """Train `model` in place under `cfg` from epoch `cfg.start_epoch` to `cfg.epochs`.
+
+    With a mask, pruned gradients are zeroed before and pruned weights re-zeroed after every
+    optimizer step (one fused op each), so masked weights stay exactly 0 under momentum and
+    weight decay. A `Checkpoint` callback makes the run resumable.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=fmt).train()
+    stats = stats if stats is not None else train_set.stats()
+    loader = Loader(train_set, cfg.batch_size, train=True, seed=cfg.seed, augment=cfg.augment, stats=stats,
+                    device=device, channels_last=cfg.channels_last)
+    if len(loader) == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the training set ({len(train_set)}); allowed: <= it")
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay, foreach=True)
+    state = State(model, optimizer, cfg, train_set, stats, device, epoch=cfg.start_epoch,
+                  step=cfg.start_epoch * len(loader), steps_per_epoch=len(loader))
+    callbacks = list(callbacks)
+    ckpt = next((cb for cb in callbacks if isinstance(cb, Checkpoint)), None)
+    if mask is not None:
+        state.set_mask(mask)
+    if not (ckpt and ckpt.restore(state, callbacks)):
+        for cb in callbacks:
+            cb.on_start(state)
+        state.history.append({"epoch": state.epoch, **state.metrics})
+    stepped = [cb for cb in callbacks if cb.every_steps]
+    bar = tqdm(total=(cfg.epochs - cfg.start_epoch) * len(loader), initial=state.step - cfg.start_epoch * len(loader),
+               desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+    while state.epoch < cfg.epochs:
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for x, y in loader.epoch(state.epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, state.step, len(loader))
+            with autocast(device, cfg.precision):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if state.mask is not None:
+                state.mask.zero_grads(model)
+            optimizer.step()
+            if state.mask is not None:
+                state.mask.apply_(model)
+            loss_sum += loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
+            state.step += 1
+            for cb in stepped:
+                if state.step % cb.every_steps == 0:
+                    cb.on_step(state)
+            bar.update()
+        state.epoch += 1
+        n = len(loader) * cfg.batch_size
+        state.metrics = {"lr": lr_at(cfg, state.step - 1, len(loader)), "train_loss": loss_sum.item() / n,
+                         "train_acc": correct.item() / n}
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+        state.history.append({"epoch": state.epoch, **state.metrics})
+        bar.set_postfix(epoch=state.epoch, loss=f"{state.metrics['train_loss']:.3f}",
+                        acc=f"{state.metrics.get('test_acc', state.metrics['train_acc']):.3f}")
+        if ckpt is not None:
+            ckpt.save(state, callbacks)
+    bar.close()
+    return state

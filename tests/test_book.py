@@ -1,0 +1,308 @@
+"""The book builds with warnings as errors, renders in a browser, and fetches nothing from outside the machine.
+
+The build tests (marked `book`) execute the real notebooks with the smoke profile and a temporary store once
+notebooks/01_phenomenon.ipynb exists; before that they build a one-chapter dummy book with stubbed experiments.
+"""
+import re
+import shutil
+import sys
+import tempfile
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from cascade import book
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = (REPO / "notebooks" / "01_phenomenon.ipynb").exists()
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+PROGRESS_LINE = "\r 50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\n"
+
+
+def stub_experiments(mp):
+    """Install a fake cascade.experiments: claim C1 holds, C2 fails, C3 is inconclusive, C4 has no result,
+    T1 has no experiment."""
+    verdicts = {"dummy": [
+        {"claim": "C1", "holds": True, "effect": 0.1234, "ci95": [0.05, 0.2], "n_seeds": 3, "summary": ""},
+        {"claim": "C2", "holds": False, "effect": -0.5, "ci95": [-0.75, -0.25], "n_seeds": 2, "summary": ""},
+        {"claim": "C3", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 1, "summary": ""}]}
+    module = types.ModuleType("cascade.experiments")
+    module.CLAIMS = {"C1": "Weights shed | cascade", "C2": "Shedding beats GMP", "C3": "Depth matters",
+                     "C4": "Width matters", "T1": "Untested"}
+    module.REGISTRY = {"dummy": SimpleNamespace(name="dummy", notebook="01_dummy", claims=["C1", "C2", "C3"]),
+                       "later": SimpleNamespace(name="later", notebook="02_later", claims=["C4"])}
+    module.cached_verdicts = lambda name, profile: verdicts.get(name, []) if profile == "smoke" else []
+    mp.setitem(sys.modules, "cascade.experiments", module)
+    mp.setattr(sys.modules["cascade"], "experiments", module, raising=False)
+
+
+def dummy_notebook() -> nbformat.NotebookNode:
+    """A chapter with math, a parameters cell, a progress bar and a warning on stderr, and one figure."""
+    params = new_code_cell('profile = "paper"\nforce = False', metadata={"tags": ["parameters"]})
+    return new_notebook(cells=[
+        new_markdown_cell("# Dummy experiment\n\nThe curve $y = x^2$ for profile {code}`smoke`."),
+        params,
+        new_code_cell(f"import sys\n_ = sys.stderr.write({PROGRESS_LINE!r}), sys.stderr.write('a real warning\\n')"),
+        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 4])\nplt.show()"),
+        new_code_cell("print(profile, force)"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
+# ---------------------------------------------------------------- pure functions: no build needed
+
+
+def test_claims_page_rows(monkeypatch):
+    stub_experiments(monkeypatch)
+    page = book.claims_page("smoke", ["01_dummy"], REPO / "book" / "templates" / "claims.md.in")
+    rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
+    link = "[01_dummy](chapters/01_dummy.ipynb)"
+    assert rows == [
+        rf"| C1 | Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | {link} |",
+        f"| C2 | Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 | {link} |",
+        f"| C3 | Depth matters | inconclusive |  | 1 | {link} |",
+        "| C4 | Width matters | not run |  |  | 02_later |",  # no chapter 02_later: no link
+        "| T1 | Untested | not yet tested |  |  |  |",
+    ]
+    assert "profile `smoke`" in page
+
+
+def test_tidy_hides_parameters_and_drops_progress_bars():
+    nb = new_notebook(cells=[
+        new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+        new_code_cell("train()", outputs=[
+            new_output("stream", name="stderr", text=PROGRESS_LINE + "UserWarning: lr is high\n"),
+            new_output("stream", name="stderr", text="epoch 1: 100%|##########| 10/10 [00:02<00:00, 4.1it/s]\n"),
+            new_output("stream", name="stdout", text=" 50%|#####| 1/2 kept: stdout is not stderr\n")]),
+        new_markdown_cell("text"),
+    ])
+    book.tidy(nb)
+    assert nb.cells[0].metadata.tags == ["injected-parameters", "hide-input"]
+    assert [(o.name, o.text) for o in nb.cells[1].outputs] == [
+        ("stderr", "UserWarning: lr is high\n"), ("stdout", " 50%|#####| 1/2 kept: stdout is not stderr\n")]
+
+
+def test_toc_lists_chapters_between_claims_and_methods():
+    assert book.toc(["01_a", "02_b"]).splitlines()[1:] == [
+        "format: jb-book", "root: intro", "chapters:", "- file: claims", "- file: chapters/01_a",
+        "- file: chapters/02_b", "- file: methods", "- file: appendix"]
+
+
+def test_unknown_chapter_is_refused_before_any_work(tmp_path, monkeypatch):
+    stub_experiments(monkeypatch)
+    (tmp_path / "01_dummy.ipynb").write_text("{}")
+    with pytest.raises(ValueError, match=r"unknown experiment or notebook 'nope'; allowed: .*01_dummy.*dummy"):
+        book.build(only="nope", notebook_dir=tmp_path, out_dir=tmp_path / "book")
+    assert not (tmp_path / "book").exists()
+
+
+def test_sanitize_config_masks_machine_specific_text():
+    from nbval.plugin import get_sanitize_patterns
+
+    patterns = get_sanitize_patterns((REPO / "tests" / "nbval_sanitize.cfg").read_text())
+
+    def sanitize(text):
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    assert sanitize("saved /work/main/results/ab.pt in 12.3 s") == "saved PATH in TIME"
+    assert sanitize("commit 3f2a9c1 on 2025-03-01T12:30:05+01:00") == "commit COMMIT on DATE"
+    assert sanitize("took 4 min (250ms/batch, 12.5 it/s), 2m13s at 9:30:05") == \
+        "took TIME (TIME/batch, RATE), TIME at CLOCK"
+    # results themselves must survive: ratios, percentages, plain numbers, hex-looking words
+    kept = "epoch 3/10: acc 91.2%, 1/2/3, 1234567 weights, defaced, resnet20 with 5 seeds"
+    assert sanitize(kept) == kept
+
+
+@pytest.mark.book
+def test_failing_notebook_is_one_line_error(tmp_path, monkeypatch):
+    stub_experiments(monkeypatch)
+    bad = new_notebook(cells=[new_code_cell("raise RuntimeError('boom\\nsecond line')")],
+                       metadata=dummy_notebook().metadata)
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(bad, tmp_path / "nbs" / "01_dummy.ipynb")
+    # cell 2: papermill's injected-parameters cell runs first
+    with pytest.raises(book.BookError, match=r"^01_dummy.ipynb failed in cell 2: RuntimeError: boom \(exec") as err:
+        book.build(profile="smoke", notebook_dir=tmp_path / "nbs", out_dir=tmp_path / "book")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.book
+def test_sphinx_warning_fails_the_build(tmp_path, monkeypatch):
+    stub_experiments(monkeypatch)
+    shutil.copytree(REPO / "book", tmp_path / "src", ignore=shutil.ignore_patterns("_build", "chapters", "mathjax"))
+    (tmp_path / "src" / "methods.md").write_text("# Methods\n\nSee {ref}`no-such-label`.\n")
+    (tmp_path / "nbs").mkdir()
+    with pytest.raises(book.BookError, match=r"^jupyter-book build failed: .*no-such-label.*full log: "):
+        book.build(book_dir=tmp_path / "src", notebook_dir=tmp_path / "nbs", out_dir=tmp_path / "book")
+
+
+# ---------------------------------------------------------------- the built book
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """index.html of the book built with the smoke profile into a temporary directory."""
+    tmp = tmp_path_factory.mktemp("book")
+    with pytest.MonkeyPatch.context() as mp:
+        if REAL:
+            mp.setenv("CASCADE_RESULTS", str(tmp / "store"))
+            return book.build(profile="smoke", out_dir=tmp / "book")
+        stub_experiments(mp)
+        (tmp / "notebooks").mkdir()
+        nbformat.write(dummy_notebook(), tmp / "notebooks" / "01_dummy.ipynb")
+        return book.build(profile="smoke", out_dir=tmp / "book", notebook_dir=tmp / "notebooks")
+
+
+@pytest.mark.book
+def test_chapters_are_executed_and_tidied(built):
+    chapters = sorted((built.parents[2] / "chapters").glob("*.ipynb"))
+    assert chapters
+    for chapter in chapters:
+        nb = nbformat.read(chapter, as_version=4)
+        assert nb.metadata.papermill.parameters == {"profile": "smoke", "force": False}
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and "hide-input" in injected[0].metadata.tags
+        stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                  if o.output_type == "stream" and o.name == "stderr"]
+        assert not any(book.PROGRESS.search(text) for text in stderr)
+    if not REAL:
+        assert stderr == ["a real warning\n"]
+
+
+@pytest.mark.book
+def test_appendix_records_versions_hardware_and_wall_time(built):
+    appendix = (built.parents[2] / "appendix.md").read_text()
+    from importlib.metadata import version
+
+    assert f"| torch | {version('torch')} |" in appendix
+    assert re.search(r"\| cores \| \d+ \|", appendix)
+    assert re.search(r"\| 01_\w+ \| smoke \| \d+\.\d s \|", appendix)
+    assert "-p profile smoke" in appendix
+
+
+class _Resources(HTMLParser):
+    """Collects the URLs a browser would fetch by itself, and the relative <a href> targets."""
+    FETCHED = {"script": "src", "img": "src", "iframe": "src", "source": "src", "video": "src", "audio": "src",
+               "embed": "src", "object": "data", "input": "src", "track": "src"}
+    LINK_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "apple-touch-icon",
+                 "manifest", "preconnect", "dns-prefetch"}
+
+    def __init__(self):
+        super().__init__()
+        self.fetched, self.links, self.styles = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        if tag in self.FETCHED and attrs.get(self.FETCHED[tag]):
+            self.fetched.append(attrs[self.FETCHED[tag]])
+        if "srcset" in attrs:
+            self.fetched += [part.split()[0] for part in attrs["srcset"].split(",") if part.strip()]
+        if tag == "link" and self.LINK_RELS & set(attrs.get("rel", "").lower().split()):
+            self.fetched.append(attrs.get("href", ""))
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        self.styles.append(attrs.get("style", ""))
+
+    def handle_data(self, data):
+        self.styles.append(data if self.lasttag == "style" else "")
+
+
+REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.I)
+EXTERNAL = re.compile(r"^\s*(?:https?:)?//", re.I)
+CSS_EXTERNAL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])\s*(?:https?:)?//""", re.I)
+
+
+def _pages(html: Path) -> list[Path]:
+    return sorted(p for p in html.rglob("*.html") if not {"_static", "_sources"} & set(p.relative_to(html).parts))
+
+
+@pytest.mark.book
+def test_html_fetches_nothing_external_and_links_resolve(built):
+    html = built.parent
+    bad, broken = [], []
+    for page in _pages(html):
+        parser = _Resources()
+        parser.feed(page.read_text())
+        parser.links += REDIRECT.findall(page.read_text())
+        bad += [f"{page.name}: {url}" for url in parser.fetched if EXTERNAL.match(url)]
+        bad += [f"{page.name}: inline style" for css in parser.styles if CSS_EXTERNAL.search(css)]
+        for href in parser.links:
+            parts = urlsplit(href)
+            if not parts.scheme and not href.startswith("#") and parts.path:
+                if not (page.parent / unquote(parts.path)).exists():
+                    broken.append(f"{page.name}: {href}")
+    bad += [str(css.relative_to(html)) for css in html.rglob("*.css") if CSS_EXTERNAL.search(css.read_text())]
+    assert not bad, f"external resources: {bad}"
+    assert not broken, f"broken relative links: {broken}"
+    claims = (html / "claims.html").read_text()
+    assert re.search(r'href="chapters/01_\w+\.html"', claims), "claims table links no chapter"
+
+
+_INSPECT = """async () => {
+  for (const img of document.images) img.loading = "eager";
+  await Promise.all([...document.images].map(i => i.complete ? null :
+      new Promise(done => { i.addEventListener("load", done); i.addEventListener("error", done); })));
+  if (document.querySelector(".math") && window.MathJax && MathJax.startup) await MathJax.startup.promise;
+  return {title: document.title.trim(), text: document.body.innerText.trim().length,
+          broken: [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src),
+          images: [...document.images].filter(i => i.naturalWidth > 0).length,
+          math: document.querySelectorAll(".math").length,
+          typeset: document.querySelectorAll("mjx-container").length,
+          errors: document.querySelectorAll("mjx-merror").length};
+}"""
+
+
+def _local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("file", "data", "blob", "about") or parts.hostname in ("localhost", "127.0.0.1", "::1")
+
+
+@pytest.mark.book
+def test_every_page_renders_offline_in_chromium(built):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (`make browser` installs it)")
+    html = built.parent
+    requested, problems, math_pages = [], [], 0
+    with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        browser = pw.chromium.launch_persistent_context(
+            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        browser.on("request", lambda request: requested.append(request.url))
+        # Never let a request leave the machine, even while failing: abort it (it is recorded above).
+        browser.route("**/*", lambda route: route.continue_() if _local(route.request.url) else route.abort())
+        tab = browser.new_page()
+        js_errors = []
+        tab.on("pageerror", lambda err: js_errors.append(str(err)))
+        for page in _pages(html):
+            name = str(page.relative_to(html))
+            tab.goto(page.as_uri(), wait_until="load")
+            redirect = REDIRECT.search(page.read_text())
+            if redirect:  # jupyter-book's index.html: inspect where it lands
+                tab.wait_for_url((page.parent / redirect.group(1)).as_uri(), wait_until="load")
+            seen = tab.evaluate(_INSPECT)
+            if not seen["title"] or not seen["text"]:
+                problems.append(f"{name}: empty page")
+            if seen["broken"]:
+                problems.append(f"{name}: images not loaded: {seen['broken']}")
+            if name.startswith("chapters/") and not seen["images"]:
+                problems.append(f"{name}: no figure")
+            if seen["math"]:
+                math_pages += 1
+                if not seen["typeset"] or seen["errors"]:
+                    problems.append(f"{name}: math not typeset ({seen})")
+        browser.close()
+    assert not problems, problems
+    assert not js_errors, js_errors
+    assert math_pages, "no page has math: MathJax is untested"
+    assert all(_local(url) for url in requested), [url for url in requested if not _local(url)]
+    assert any(urlsplit(url).path.endswith("/_static/mathjax/tex-mml-chtml.js") for url in requested), \
+        "MathJax was not loaded from the book"

@@ -37,6 +37,10 @@ def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, 
     `book_dir` is the book's source (default book/); with `out_dir` it is copied there first and built there,
     so tests leave the repository untouched. `notebook_dir` defaults to notebooks/.
     """
+    from cascade import experiments
+
+    if profile not in experiments.PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(experiments.PROFILES)}")
     src = Path(book_dir or REPO / "book")
     nb_dir = Path(notebook_dir or REPO / "notebooks")
     notebooks = sorted(p for p in nb_dir.glob("*.ipynb") if NOTEBOOK.match(p.name))
@@ -75,12 +79,10 @@ def _build(profile, force, src: Path, book: Path, notebooks: list[Path], todo: l
 
 def _select(only, notebooks):
     """The notebook named by experiment name, notebook stem ("01_phenomenon") or stem without its number."""
+    from cascade import experiments
+
     by_name = {nb.stem: nb for nb in notebooks} | {nb.stem[3:]: nb for nb in notebooks}
-    try:
-        from cascade import experiments
-        by_name |= {n: by_name[e.notebook] for n, e in experiments.REGISTRY.items() if e.notebook in by_name}
-    except ImportError:
-        pass
+    by_name |= {n: by_name[e.notebook] for n, e in experiments.REGISTRY.items() if e.notebook in by_name}
     if only not in by_name:
         raise ValueError(f"unknown experiment or notebook {only!r}; allowed: {', '.join(sorted(by_name))}")
     return by_name[only]
@@ -177,10 +179,10 @@ def _effect(verdict: dict) -> str:
 def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
     """The reproducibility appendix: versions, hardware, wall times and commands of this build."""
     versions = [("python", platform.python_version())] + [(p, metadata.version(p)) for p in VERSIONED]
-    papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb "
-                 f"-p profile {profile} -p force False -k {KERNEL} --cwd notebooks --no-progress-bar")
+    papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb \\\n"
+                 f"    -p profile {profile} -p force False -k {KERNEL} --cwd notebooks --no-progress-bar")
     return Template(template.read_text()).substitute(
-        versions=_table(["package", "version"], versions), hardware=_table(["", ""], hardware()),
+        versions=_table(["package", "version"], versions), hardware=_table(["", "this build"], hardware()),
         walltimes=_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
         profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
 

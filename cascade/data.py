@@ -54,7 +54,9 @@ def stratified_index(y: torch.Tensor, size: int | None, seed: int) -> torch.Tens
     subset's class counts never depend on the seed, only its members do.
     """
     n = len(y)
-    if size is None or size >= n:
+    if size is not None and size > n:
+        raise ValueError(f"size={size} exceeds the {n} items available; allowed: at most {n}, or None (all)")
+    if size is None or size == n:
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     classes = torch.unique(y)
     k = len(classes)
@@ -71,7 +73,7 @@ def stratified_index(y: torch.Tensor, size: int | None, seed: int) -> torch.Tens
 
 
 def _check_size(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"{name}={value!r} is invalid; allowed: a positive int or None (all)")
 
 
@@ -95,6 +97,8 @@ def load(name: str = "fashion-mnist", train_size: int | None = None, test_size: 
 def split_validation(train: Split, val_size: int, seed: int = 0) -> tuple[Split, Split]:
     """Carve a stratified validation split out of `train` (the rest stays the training split)."""
     _check_size("val_size", val_size)
+    if val_size >= len(train):
+        raise ValueError(f"val_size={val_size} leaves no training data; allowed: at most {len(train) - 1}")
     index = stratified_index(train.y, val_size, seed + 2)
     keep = torch.ones(len(train), dtype=torch.bool)
     keep[index] = False
@@ -237,3 +241,12 @@ class Loader:
             flip = (torch.rand(b, generator=g) < 0.5).to(x.device).view(b, 1, 1, 1)
             x = torch.where(flip, x.flip(3), x)
         return x
+
+
+def available(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether `name` can be loaded here without a download (profiles use it to pick a dataset)."""
+    try:
+        load(name, train_size=10, test_size=10, root=root)
+        return True
+    except (FileNotFoundError, RuntimeError):
+        return False

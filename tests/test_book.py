@@ -34,6 +34,7 @@ def stub_experiments(mp):
         {"claim": "C2", "holds": False, "effect": -0.5, "ci95": [-0.75, -0.25], "n_seeds": 2, "summary": ""},
         {"claim": "C3", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 1, "summary": ""}]}
     module = types.ModuleType("cascade.experiments")
+    module.PROFILES = ("smoke", "paper")
     module.CLAIMS = {"C1": "Weights shed | cascade", "C2": "Shedding beats GMP", "C3": "Depth matters",
                      "C4": "Width matters", "T1": "Untested"}
     module.REGISTRY = {"dummy": SimpleNamespace(name="dummy", notebook="01_dummy", claims=["C1", "C2", "C3"]),
@@ -99,6 +100,8 @@ def test_unknown_chapter_is_refused_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "01_dummy.ipynb").write_text("{}")
     with pytest.raises(ValueError, match=r"unknown experiment or notebook 'nope'; allowed: .*01_dummy.*dummy"):
         book.build(only="nope", notebook_dir=tmp_path, out_dir=tmp_path / "book")
+    with pytest.raises(ValueError, match=r"unknown profile 'huge'; allowed: smoke, paper"):
+        book.build(profile="huge", notebook_dir=tmp_path, out_dir=tmp_path / "book")
     assert not (tmp_path / "book").exists()
 
 

@@ -1,0 +1,138 @@
+"""`python -m cascade`: run experiments, build the book, report store status, list, benchmark.
+
+Errors are one line on stderr with exit code 2, and are raised before any compute.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _params(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"-p {pair!r} is invalid; allowed: name=value")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _estimate_s(run, store) -> float:
+    """Seconds a missing run is expected to take: the mean wall time of stored runs of its kind, per epoch."""
+    from .experiments import runs as R
+
+    folder = store.root / store.profile / run.kind
+    per_epoch = []
+    for path in folder.glob("*.json") if folder.exists() else ():
+        rec = json.loads(path.read_text())
+        cfg = rec["config"]
+        epochs = cfg["train"]["epochs"] if run.kind == "pretrain" else cfg["finetune"]["epochs"]
+        per_epoch.append(rec["meta"].get("wall_time_s", 0.0) / max(epochs, 1))
+    epochs = run.train.epochs if isinstance(run, R.PretrainRun) else run.finetune.epochs
+    return (sum(per_epoch) / len(per_epoch) if per_epoch else float("nan")) * epochs
+
+
+def cmd_run(args) -> int:
+    from . import experiments
+
+    result = experiments.run(args.experiment, args.profile, force=args.force, quiet=args.json,
+                             **_params(args.param))
+    if args.json:
+        print(json.dumps({"experiment": result.experiment, "profile": result.profile, "runs": len(result.records),
+                          "computed": result.computed, "verdicts": result.verdicts}))
+        return 0
+    print(f"{result.experiment} [{result.profile}]: {len(result.records)} runs, {result.computed} computed, "
+          f"{result.wall_time_s / 60:.1f} min of stored compute")
+    for v in result.verdicts:
+        print(f"  {v['claim']}: {v['summary']}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from . import experiments
+    from .store import Store
+
+    store = Store(args.profile)
+    for name in experiments.REGISTRY:
+        st = experiments.status(name, args.profile)
+        est = sum(_estimate_s(r, store) for r in st["missing"])
+        eta = "" if not st["missing"] else (f", about {est / 60:.0f} min to compute" if est == est
+                                             else ", time unknown (no stored run to estimate from)")
+        print(f"{name:14s} done {len(st['done']):3d}  missing {len(st['missing']):3d}{eta}")
+    stale = experiments.stale(args.profile)
+    print(f"stale records (made by an older config or code version): {len(stale)}")
+    for item in stale:
+        print(f"  {item}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    import dataclasses
+
+    from . import experiments
+
+    for exp in experiments.REGISTRY.values():
+        print(f"{exp.name}  (notebook {exp.notebook}; claims {', '.join(exp.claims)})")
+        print(f"  {exp.description}")
+        for f in dataclasses.fields(exp.config):
+            smoke = exp.profiles.get("smoke", {}).get(f.name)
+            extra = f"  [smoke: {smoke}]" if smoke is not None else ""
+            print(f"    {f.name} = {f.default!r}{extra}")
+    return 0
+
+
+def cmd_book(args) -> int:
+    from . import book
+
+    print(book.build(profile=args.profile, only=args.only, force=args.force))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(quick=args.quick, as_json=args.json)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cascade", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="compute the missing runs of an experiment, then print its verdicts")
+    r.add_argument("experiment")
+    r.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter (repeatable); see `python -m cascade list`")
+    r.add_argument("--json", action="store_true", help="print one JSON object on stdout, no progress bar")
+    r.add_argument("--force", action="store_true", help="recompute runs even if stored")
+    r.set_defaults(func=cmd_run)
+    b = sub.add_parser("book", help="execute the notebooks with papermill and build the HTML book")
+    b.add_argument("--profile", default="paper")
+    b.add_argument("--only", help="one notebook or experiment name")
+    b.add_argument("--force", action="store_true", help="recompute the runs behind the notebooks")
+    b.set_defaults(func=cmd_book)
+    s = sub.add_parser("status", help="done, missing and stale records per experiment")
+    s.add_argument("--profile", default="paper")
+    s.set_defaults(func=cmd_status)
+    sub.add_parser("list", help="experiments, their parameters, defaults and claims").set_defaults(func=cmd_list)
+    be = sub.add_parser("bench", help="training throughput and overheads against a conventional baseline")
+    be.add_argument("--quick", action="store_true", help="a few steps only (estimates, for smoke tests)")
+    be.add_argument("--json", action="store_true", help="print one JSON object")
+    be.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .book import BookError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, BookError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

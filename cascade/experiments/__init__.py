@@ -1,0 +1,81 @@
+"""The experiments behind the book: one per notebook, each testing claims from papers.md."""
+from __future__ import annotations
+
+from ..store import Store
+from . import phenomenon
+from .core import PROFILES, Experiment, Result, execute
+
+CLAIMS = {
+    "C1": "Cascade shedding exists: pruning a small fraction is followed by shedding of a much larger fraction "
+          "during fine-tuning.",
+    "C2": "When cascade is present, it greatly improves an otherwise sub-optimal scheme such as random pruning.",
+    "C3": "This explains why a pruning method works in some settings and fails in others: random pruning does well "
+          "on ResNet50 and badly on MobileNetV3.",
+    "C4": "Cascade helps explain why global magnitude pruning (GMP) is competitive across many scenarios.",
+    "C5": "Cascade can improve GMP's accuracy and reduce its compute. Pruning and learning-rate schedules matter.",
+    "C6": "Weight rewinding and learning-rate rewinding are connected to cascade, which may explain their advantage "
+          "over fine-tuning.",
+    "C7": "Cascade changes which weights are kept, with implications for semi-structured (for example N:M) pruning.",
+    "R1": "For structured pruning with a predefined target architecture, training the pruned architecture from "
+          "scratch matches or beats fine-tuning the pruned model.",
+    "R2": "With the optimal learning rate, the lottery-ticket initialization brings no improvement over random "
+          "re-initialization.",
+    "T1": "Sharp transition: depending on the load, raising the temperature of the dense model's training either "
+          "improves or impairs pruning performance.",
+    "T2": "Three regimes of the pruned loss landscape, told apart by linear mode connectivity and output "
+          "similarity: I, II-A, II-B.",
+    "T3": "Case studies: choosing the direction of a hyperparameter; selecting which dense model to prune; tuning "
+          "SAM's rho.",
+}
+
+REGISTRY: dict[str, Experiment] = {e.name: e for e in (phenomenon.EXPERIMENT,)}
+
+
+def get(name: str) -> Experiment:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def run(name: str, profile: str = "paper", force: bool = False, quiet: bool = False, root=None,
+        **params) -> Result:
+    """Compute what is missing for experiment `name` under `profile` (+ overrides) and analyze it."""
+    exp = get(name)
+    cfg = exp.make_config(profile, **params)
+    return execute(exp, cfg, Store(profile, root), force=force, quiet=quiet)
+
+
+def status(name: str, profile: str = "paper", root=None, **params) -> dict:
+    """Runs of `name` under `profile` (+ overrides) that are done and those that are missing."""
+    exp = get(name)
+    store = Store(profile, root)
+    todo = exp.all_runs(exp.make_config(profile, **params))
+    done = [r for r in todo if store.get(r.kind, r, r.version) is not None]
+    return {"done": done, "missing": [r for r in todo if r not in set(done)]}
+
+
+def stale(profile: str = "paper", root=None) -> list[str]:
+    """Stored records (kind/key) that no experiment's `profile` config produces any more."""
+    store = Store(profile, root)
+    current: dict[str, list] = {}
+    for exp in REGISTRY.values():
+        for r in exp.all_runs(exp.make_config(profile)):
+            current.setdefault(r.kind, []).append(r)
+    kinds = {p.name for p in (store.root / profile).iterdir() if p.is_dir()} if (store.root / profile).exists() else set()
+    out = []
+    for kind in sorted(kinds | set(current)):
+        runs = current.get(kind, [])
+        version = runs[0].version if runs else 0
+        out += [f"{kind}/{key}" for key in store.status(kind, runs, version)["stale"]]
+    return out
+
+
+def cached_verdicts(name: str, profile: str = "paper", root=None) -> list[dict]:
+    """The verdicts from stored records only (no compute); [] when any run is missing."""
+    exp = get(name)
+    cfg = exp.make_config(profile)
+    store = Store(profile, root)
+    records = [(r, store.get(r.kind, r, r.version)) for r in exp.all_runs(cfg)]
+    if any(rec is None for _, rec in records):
+        return []
+    return exp.analyze(cfg, records)[1]

@@ -1,0 +1,184 @@
+"""What an experiment is: a config, the runs it needs, and how records become tables and verdicts.
+
+Profiles are named overrides of the config's defaults (`smoke` for CI, `paper` for the book,
+`full` for a GPU). Parameters are checked against the config's fields before any compute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import statistics
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+from tqdm import tqdm
+
+from ..store import Store, config_hash
+from . import runs as R
+
+PROFILES = ("smoke", "paper", "full")
+
+# Two-sided 95% Student-t quantiles, t_{0.975, df} for df = 1..30 (beyond that 1.96 is used).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds; the interval is (nan, nan) with fewer than two values."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    m = statistics.fmean(values)
+    if n < 2:
+        return m, math.nan, math.nan
+    half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * statistics.stdev(values) / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def verdict(claim: str, values: list[float], threshold: float, summary: str) -> dict:
+    """A claim holds when the 95% CI of its per-seed effect lies above `threshold`, fails when it
+    lies below, and is inconclusive (None) when it straddles it or there are too few seeds.
+    `summary` may use {mean}, {lo}, {hi}, {n} and {word} (holds / does not hold / is inconclusive)."""
+    m, lo, hi = mean_ci(values)
+    holds = None if math.isnan(lo) else (True if lo > threshold else False if hi < threshold else None)
+    word = {True: "holds", False: "does not hold", None: "is inconclusive"}[holds]
+    return {"claim": claim, "holds": holds, "effect": _r(m), "ci95": [_r(lo), _r(hi)], "n_seeds": len(values),
+            "summary": summary.format(mean=m, lo=lo, hi=hi, n=len(values), word=word)}
+
+
+def _r(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 4)
+
+
+@dataclass
+class Result:
+    """Everything a notebook needs: the config, the runs with their records, tables and verdicts."""
+
+    experiment: str
+    profile: str
+    config: Any
+    records: list[tuple[Any, dict]]
+    computed: int
+    tables: dict[str, pd.DataFrame]
+    verdicts: list[dict]
+
+    @property
+    def wall_time_s(self) -> float:
+        return sum(rec["meta"].get("wall_time_s", 0.0) for _, rec in self.records)
+
+    def keys(self) -> list[str]:
+        return [rec["key"] for _, rec in self.records]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    notebook: str
+    claims: tuple[str, ...]
+    config: type
+    profiles: dict[str, dict]
+    runs: Callable[[Any], list]
+    analyze: Callable[[Any, list[tuple[Any, dict]]], tuple[dict[str, pd.DataFrame], list[dict]]]
+    description: str = ""
+
+    def make_config(self, profile: str = "paper", **overrides) -> Any:
+        """The profile's config with `overrides` applied; bad names or values raise ValueError."""
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        for name in overrides:
+            if name not in fields:
+                raise ValueError(f"unknown parameter {name!r} for {self.name}; allowed: {', '.join(sorted(fields))}")
+        hints = typing.get_type_hints(self.config)
+        values = {**self.profiles.get(profile, {}), **overrides}
+        return self.config(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
+
+    def all_runs(self, cfg) -> list:
+        """Every run the experiment needs, dependencies (pre-training) first, without duplicates."""
+        out: dict = {}
+        for run in self.runs(cfg):
+            if isinstance(run, R.FinetuneRun):
+                out.setdefault(run.pretrain, None)
+            out.setdefault(run, None)
+        return list(out)
+
+
+def coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a CLI/papermill value (often a string) to the field's declared type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    try:
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != "")
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            if value is None or (isinstance(value, str) and value.lower() == "none"):
+                if type(None) in args:
+                    return None
+            return coerce(name, value, next(a for a in args if a is not type(None)))
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if hint is float:
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}={value!r} is invalid; allowed: a value of type {getattr(hint, '__name__', hint)}") \
+            from None
+
+
+def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool = False) -> Result:
+    """Compute the missing runs of `exp` (all of them with `force`), then analyze the records."""
+    todo = exp.all_runs(cfg)
+    missing = [r for r in todo if force or store.get(r.kind, r, r.version) is None]
+    if force:
+        for r in missing:
+            key = config_hash(r, r.version)
+            store.path(r.kind, key).unlink(missing_ok=True)
+            shutil.rmtree(store.checkpoint_dir(r.kind, key), ignore_errors=True)
+    with tqdm(total=len(missing), desc=f"{exp.name} [{store.profile}]", disable=quiet or not missing,
+              unit="run") as bar:
+        for r in missing:
+            R.ensure(r, store, quiet=True)
+            bar.update()
+    records = [(r, store.get(r.kind, r, r.version)) for r in todo]
+    tables, verdicts = exp.analyze(cfg, records)
+    return Result(exp.name, store.profile, cfg, records, len(missing), tables, verdicts)
+
+
+def labels(run: R.FinetuneRun) -> dict:
+    """The columns by which fine-tuning runs are grouped in tables and plots."""
+    ft = run.finetune
+    return {"model": run.pretrain.model, "criterion": run.prune.criterion, "fraction": run.prune.fraction,
+            "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "batch_size": ft.batch_size,
+            "epochs": ft.epochs}
+
+
+def tracker_frame(records: list[tuple[Any, dict]]) -> pd.DataFrame:
+    """Tidy tracker rows of every fine-tuning record, with the run's labels as columns."""
+    parts = [pd.DataFrame(rec["result"]["tracker"], columns=["epoch", "step", "layer", "metric", "value"])
+             .assign(**labels(run), key=rec["key"])
+             for run, rec in records if isinstance(run, R.FinetuneRun)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def history_frame(records: list[tuple[Any, dict]]) -> pd.DataFrame:
+    """Per-epoch train/test metrics of every fine-tuning record, tidy (one row per epoch and metric)."""
+    parts = [pd.DataFrame(rec["result"]["history"]).melt(id_vars="epoch", var_name="metric").assign(**labels(run))
+             for run, rec in records if isinstance(run, R.FinetuneRun)]
+    return pd.concat(parts, ignore_index=True).dropna(subset=["value"])
+
+
+def final_delta(frame: pd.DataFrame, metric: str, by=("criterion", "fraction", "seed")) -> pd.Series:
+    """Change of a global tracker metric from the first record (right after pruning) to the last."""
+    g = frame[(frame.layer == "global") & (frame.metric == metric)].sort_values("step").groupby(list(by))["value"]
+    return g.last() - g.first()

@@ -1,0 +1,171 @@
+"""Run kinds shared by the experiments: pre-training a dense model, and prune-then-fine-tune.
+
+A run is a frozen dataclass: its content hash (with the kind's version) is its key in the store,
+so two experiments that need the same pre-trained model share one record and one checkpoint.
+`ensure(run)` is skip-if-exists: it returns the stored record or computes it, resuming from the
+run's last checkpoint if a previous attempt was interrupted.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from .. import data, models, pruning
+from ..shedding import Tracker, TrackerConfig
+from ..store import Store, config_hash
+from ..train import Checkpoint, Evaluate, TrainConfig, default_device, load_weights, train
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    train_size: int | None = 5000
+    test_size: int | None = 2000
+    subset_seed: int = 0
+
+    def __post_init__(self):
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(data.DATASETS)}")
+
+
+@dataclass(frozen=True)
+class PretrainRun:
+    """Train a dense model from scratch (its seed is `train.seed`)."""
+
+    kind: ClassVar[str] = "pretrain"
+    version: ClassVar[int] = 1
+    data: DataConfig
+    model: str
+    width: int
+    train: TrainConfig
+
+    def __post_init__(self):
+        if self.model not in models.names():
+            raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(models.names())}")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """`criterion="none"` is the unpruned control: the tracker still uses GMP's tau0 at `fraction`."""
+
+    criterion: str
+    fraction: float
+    seed: int = 0
+
+    def __post_init__(self):
+        allowed = ("none", *pruning.CRITERIA)
+        if self.criterion not in allowed:
+            raise ValueError(f"unknown criterion {self.criterion!r}; allowed: {', '.join(allowed)}")
+        if not 0 <= self.fraction < 1:
+            raise ValueError(f"fraction={self.fraction!r} is invalid; allowed: [0, 1)")
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """Prune a pre-trained model one-shot, then fine-tune it while the shedding tracker watches."""
+
+    kind: ClassVar[str] = "finetune"
+    version: ClassVar[int] = 1
+    pretrain: PretrainRun
+    prune: PruneConfig
+    finetune: TrainConfig
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+
+@functools.lru_cache(maxsize=4)
+def splits(cfg: DataConfig) -> tuple[data.Split, data.Split]:
+    return data.load(cfg.dataset, cfg.train_size, cfg.test_size, seed=cfg.subset_seed)
+
+
+@functools.lru_cache(maxsize=1)
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(__file__), timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def _meta(seconds: float) -> dict:
+    return {"wall_time_s": round(seconds, 2), "hardware": hardware(), "device": str(default_device()),
+            "torch": torch.__version__, "commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _build(run: PretrainRun, num_classes: int, in_channels: int) -> torch.nn.Module:
+    torch.manual_seed(run.train.seed)
+    return models.build(run.model, in_channels=in_channels, num_classes=num_classes, width=run.width)
+
+
+def pretrained(run: PretrainRun, store: Store, quiet: bool = True) -> tuple[torch.nn.Module, dict]:
+    """The trained dense model of `run` and its record; computes (or resumes) it when missing."""
+    train_set, test_set = splits(run.data)
+    ckdir = store.checkpoint_dir(run.kind, store_key(run))
+    record = store.get(run.kind, run, run.version)
+    net = _build(run, train_set.num_classes, train_set.in_channels)
+    finished = ckdir / "last.pt"
+    if record is not None and finished.exists():
+        load_weights(finished, net)
+        return net, record
+    start = time.perf_counter()
+    state = train(net, train_set, run.train, callbacks=[Evaluate(test_set), Checkpoint(ckdir)], quiet=quiet,
+                  desc=f"pretrain {run.model} s{run.train.seed}")
+    result = {"epochs": run.train.epochs, "history": state.history, "final": state.history[-1],
+              "counts": models.count(net)}
+    if record is None:
+        record = store.put(run.kind, run, run.version, result, _meta(time.perf_counter() - start))
+    return net, record
+
+
+def store_key(run) -> str:
+    return config_hash(run, run.version)
+
+
+def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
+    """Record of prune-then-fine-tune `run`; computes (or resumes) it when missing."""
+    record = store.get(run.kind, run, run.version)
+    if record is not None:
+        return record
+    net, _ = pretrained(run.pretrain, store, quiet)
+    start = time.perf_counter()
+    train_set, test_set = splits(run.pretrain.data)
+    p = run.prune
+    tau0 = pruning.gmp_threshold(net, None, p.fraction)
+    dense = pruning.Mask.dense(net)
+    reference = {n: w.detach().float().cpu().clone() for n, w in net.named_parameters() if n in dense}
+    mask = None if p.criterion == "none" else pruning.prune(net, p.criterion, p.fraction, seed=p.seed)
+    tracker = Tracker(run.tracker, mask if mask is not None else dense, tau0, test_set=test_set, reference=reference)
+    state = train(net, train_set, run.finetune, mask=mask, stats=train_set.stats(),
+                  callbacks=[Evaluate(test_set), tracker, Checkpoint(store.checkpoint_dir(run.kind, store_key(run)))],
+                  quiet=quiet, desc=f"{p.criterion} {p.fraction:g} s{run.finetune.seed}")
+    result = {"tau0": tau0, "sparsity": mask.sparsity() if mask is not None else 0.0, "history": state.history,
+              "final": state.history[-1], "tracker": [[*r[:4], _round(r[4])] for r in tracker.rows]}
+    return store.put(run.kind, run, run.version, result, _meta(time.perf_counter() - start))
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+RUN_KINDS = {cls.kind: cls for cls in (PretrainRun, FinetuneRun)}
+
+
+def ensure(run, store: Store, quiet: bool = True) -> dict:
+    return pretrained(run, store, quiet)[1] if isinstance(run, PretrainRun) else finetuned(run, store, quiet)

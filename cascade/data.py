@@ -155,9 +155,9 @@ def _fashion_mnist(root, download: bool) -> tuple[Split, Split]:
                 extract_archive(str(base / f"{f}.gz"), str(tmp))
                 os.replace(tmp / f, raw / f)
                 tmp.rmdir()
-        return _tv_splits(FashionMNIST, raw.parent.parent, False)
+        return _tv_splits(FashionMNIST, raw.parent.parent, False, "fashion-mnist")
     if download:
-        return _tv_splits(FashionMNIST, given or _cache_dir(), True)
+        return _tv_splits(FashionMNIST, given or _cache_dir(), True, "fashion-mnist")
     where = str(given) if given is not None else ", ".join(FASHION_MNIST_DIRS)
     raise FileNotFoundError(f"Fashion-MNIST not found in {where}; {HOW_TO_GET['fashion-mnist']}")
 
@@ -168,17 +168,17 @@ def _cifar10(root, download: bool) -> tuple[Split, Split]:
     base = _data_root(root) or _cache_dir()
     if not download and not (base / "cifar-10-batches-py").exists():
         raise FileNotFoundError(f"CIFAR-10 not found in {base}; {HOW_TO_GET['cifar10']}")
-    return _tv_splits(CIFAR10, base, download)
+    return _tv_splits(CIFAR10, base, download, "cifar10")
 
 
-def _tv_splits(cls, root: Path, download: bool) -> tuple[Split, Split]:
+def _tv_splits(cls, root: Path, download: bool, name: str) -> tuple[Split, Split]:
     out = []
     for train in (True, False):
         ds = cls(root=str(root), train=train, download=download)
         x = torch.as_tensor(ds.data)
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W) uint8
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
-        out.append(Split(x.contiguous(), y, len(ds.classes), cls.__name__.lower()))
+        out.append(Split(x.contiguous(), y, len(ds.classes), name))
     return out[0], out[1]
 
 

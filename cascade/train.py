@@ -49,21 +49,32 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # Lazy checks, in order, so a wrongly typed value ("10" for epochs) is reported, not a TypeError.
         checks = [
-            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
-            ("precision", self.precision in PRECISIONS, ", ".join(PRECISIONS)),
-            ("epochs", isinstance(self.epochs, int) and self.epochs >= 0, "an int >= 0"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an int >= 1"),
-            ("lr", self.lr >= 0, "a float >= 0"),
-            ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, f"an int in [0, epochs={self.epochs}]"),
-            ("start_epoch", 0 <= self.start_epoch <= self.epochs, f"an int in [0, epochs={self.epochs}]"),
-            ("milestones", all(0 < m < 1 for m in self.milestones), "fractions of the run in (0, 1)"),
+            ("lr_schedule", lambda: self.lr_schedule in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
+            ("precision", lambda: self.precision in PRECISIONS, ", ".join(PRECISIONS)),
+            ("epochs", lambda: _is_int(self.epochs) and self.epochs >= 0, "an int >= 0"),
+            ("batch_size", lambda: _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
+            ("lr", lambda: self.lr >= 0, "a float >= 0"),
+            ("momentum", lambda: 0 <= self.momentum < 1, "a float in [0, 1)"),
+            ("weight_decay", lambda: self.weight_decay >= 0, "a float >= 0"),
+            ("warmup_epochs", lambda: _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
+             f"an int in [0, epochs={self.epochs}]"),
+            ("start_epoch", lambda: _is_int(self.start_epoch) and 0 <= self.start_epoch <= self.epochs,
+             f"an int in [0, epochs={self.epochs}]"),
+            ("milestones", lambda: all(0 < m < 1 for m in self.milestones), "fractions of the run in (0, 1)"),
         ]
         for name, ok, allowed in checks:
-            if not ok:
+            try:
+                valid = ok()
+            except TypeError:
+                valid = False
+            if not valid:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

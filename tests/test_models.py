@@ -124,7 +124,7 @@ def test_mid_channels_builds_thin_resnet():
 def test_init_is_kaiming_fan_out_and_deterministic():
     a, b = small("resnet20"), small("resnet20")
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
-    w = models.build("resnet20", width=16).layer3[1].conv2.weight  # fan_out = 64 * 3 * 3
+    w = models.build("resnet20", width=16).layer3[0].conv1.weight  # 32 -> 64: fan_out 64*3*3, fan_in 32*3*3
     assert abs(w.std().item() / (2 / 576) ** 0.5 - 1) < 0.03 and abs(w.mean().item()) < 2e-3
     assert (a.bn1.weight == 1).all() and (a.bn1.bias == 0).all()
 

@@ -27,14 +27,14 @@ class Config:
     model: str = "resnet20"
     width: int = 16
     dataset: str = "fashion-mnist"
-    train_size: int = 5000
+    train_size: int = 4000
     test_size: int = 2000
     seeds: int = 3
     criteria: tuple[str, ...] = ("gmp", "random")
     fractions: tuple[float, ...] = (0.05, 0.1, 0.2)
     pretrain_epochs: int = 15
     pretrain_lr: float = 0.1
-    finetune_epochs: int = 8
+    finetune_epochs: int = 6
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
     batch_size: int = 128

@@ -26,7 +26,7 @@ from ..train import Checkpoint, Evaluate, TrainConfig, default_device, load_weig
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "fashion-mnist"
-    train_size: int | None = 5000
+    train_size: int | None = 4000
     test_size: int | None = 2000
     subset_seed: int = 0
 

@@ -1,0 +1,184 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cascade import data, pruning
+from cascade.shedding import COLUMNS, Tracker, TrackerConfig, gmp_keep, to_frame
+from cascade.train import State, TrainConfig, evaluate, train
+
+CFG = TrackerConfig(abs_thresholds=(1e-3, 1e-2), rms_fractions=(0.05, 0.2), gamma_threshold=1e-2,
+                    filter_threshold=1e-2, overlap_sparsities=(0.5,), effective="tau0")
+TAU0 = 0.01
+
+
+def tiny() -> tuple[nn.Sequential, pruning.Mask]:
+    """conv (2 filters of 2x2, 8 weights) -> BN(2) -> pool -> linear (3x2, 6 weights); 4 of 14 weights pruned."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 2, bias=False), nn.BatchNorm2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(2, 3, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([0.5, -0.004, 0.02, 0.3, 0.005, -0.003, 0.0, 0.0]).view(2, 1, 2, 2))
+        net[1].weight.copy_(torch.tensor([1.0, 0.005]))
+        net[4].weight.copy_(torch.tensor([[0.8, -0.0005], [0.0, 0.1], [-0.05, 0.0]]))
+    mask = pruning.Mask(net, {"0.weight": torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool).view(2, 1, 2, 2),
+                              "4.weight": torch.tensor([[1, 1], [0, 1], [1, 0]], dtype=torch.bool)})
+    return net, mask
+
+
+def state_for(net: nn.Module, mask, epoch: int = 0, epochs: int = 1, test=None) -> State:
+    split = test if test is not None else data.load("synthetic", train_size=8, test_size=4)[0]
+    return State(net, torch.optim.SGD(net.parameters(), lr=0.1), TrainConfig(epochs=epochs, precision="fp32"), split,
+                 split.stats(), torch.device("cpu"), mask=mask, epoch=epoch)
+
+
+def values(tracker: Tracker, epoch: int) -> dict[tuple[str, str], float]:
+    frame = to_frame(tracker.rows)
+    frame = frame[frame.epoch == epoch]
+    return {(r.layer, r.metric): r.value for r in frame.itertuples()}
+
+
+def test_hand_computed_measures():
+    net, mask = tiny()
+    tracker = Tracker(CFG, mask, TAU0)
+    tracker.on_start(state_for(net, mask))
+    v = values(tracker, 0)
+    expected = {
+        # conv survivors |w|: .5 .004 .02 .3 .005 .003 (6 of 8; 2 pruned)
+        ("0.weight", "shed_tau0"): 3 / 6,  # .004 .005 .003 < .01
+        ("0.weight", "shed_abs@0.001"): 0 / 6,
+        ("0.weight", "shed_abs@0.01"): 3 / 6,
+        # RMS = sqrt((.25 + .000016 + .0004 + .09 + .000025 + .000009) / 6) = sqrt(.34045 / 6) = .238205
+        ("0.weight", "shed_rms@0.05"): 3 / 6,  # < .011910: .004 .005 .003
+        ("0.weight", "shed_rms@0.2"): 4 / 6,  # < .047641: also .02
+        # filter norms: sqrt(.25 + .000016 + .0004 + .09) = .5835; sqrt(.000025 + .000009) = .00583 < .01
+        ("0.weight", "dead_filters"): 1 / 2,
+        ("0.weight", "pruned"): 2 / 8,
+        ("0.weight", "norm"): math.sqrt(0.34045),
+        # linear survivors |w|: .8 .0005 .1 .05 (4 of 6)
+        ("4.weight", "shed_tau0"): 1 / 4,  # .0005
+        ("4.weight", "shed_abs@0.001"): 1 / 4,
+        ("4.weight", "shed_abs@0.01"): 1 / 4,
+        # RMS = sqrt((.64 + .00000025 + .01 + .0025) / 4) = .403887
+        ("4.weight", "shed_rms@0.05"): 1 / 4,  # < .020194: .0005
+        ("4.weight", "shed_rms@0.2"): 2 / 4,  # < .080777: .0005 .05
+        ("4.weight", "pruned"): 2 / 6,
+        ("4.weight", "norm"): math.sqrt(0.65250025),
+        ("1", "dead_bn"): 1 / 2,  # gammas 1 and .005
+        # global = pooled counts, not a mean of layer shares
+        ("global", "shed_tau0"): (3 + 1) / (6 + 4),
+        ("global", "shed_abs@0.001"): (0 + 1) / 10,
+        ("global", "shed_abs@0.01"): (3 + 1) / 10,
+        ("global", "shed_rms@0.05"): (3 + 1) / 10,
+        ("global", "shed_rms@0.2"): (4 + 2) / 10,
+        ("global", "dead_filters"): 1 / 2,
+        ("global", "pruned"): (2 + 2) / 14,
+        ("global", "dead_bn"): 1 / 2,
+        ("global", "effective_sparsity"): (4 + 4) / 14,  # pruned + shed under tau0
+        ("global", "jaccard@0.5"): 1.0,  # the reference is the start itself
+        ("global", "retained@0.5"): 1.0,
+    }
+    assert set(v) == set(expected)
+    for key, value in expected.items():
+        assert v[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_overlap_after_weights_move():
+    net, mask = tiny()
+    tracker = Tracker(CFG, mask, TAU0)
+    tracker.on_start(state_for(net, mask))
+    # "Training": conv .02 shrinks to .001 and .005 grows to .006.
+    with torch.no_grad():
+        net[0].weight.view(-1)[2] = 0.001
+        net[0].weight.view(-1)[4] = 0.006
+    tracker.on_epoch_end(state_for(net, mask, epoch=1, epochs=2))
+    v = values(tracker, 1)
+    # Flat order: conv 0..7 then linear 8..13. Keep at 50% = the 7 largest of 14.
+    # At start: zeros 6 7 10 13, then .0005 (9), .003 (5), .004 (1) go -> keep0 = {0 2 3 4 8 11 12}.
+    # Now:      zeros 6 7 10 13, then .0005 (9), .001 (2), .003 (5) go -> keep  = {0 1 3 4 8 11 12}.
+    # Intersection {0 3 4 8 11 12} = 6, union 8.
+    assert v[("global", "jaccard@0.5")] == pytest.approx(6 / 8)
+    assert v[("global", "retained@0.5")] == pytest.approx(6 / 7)
+    assert v[("0.weight", "shed_tau0")] == pytest.approx(4 / 6)  # .004 .001 .006 .003
+    assert v[("global", "effective_sparsity")] == pytest.approx((4 + 5) / 14)
+    assert ("global", "removal_acc") not in v  # not the final epoch (1 of 2), and no test set
+
+
+@pytest.mark.parametrize("effective, shed_conv, shed_linear", [
+    ("tau0", [0, 1, 0, 0, 1, 1, 0, 0], [[0, 1], [0, 0], [0, 0]]),
+    ("abs:0.0045", [0, 1, 0, 0, 0, 1, 0, 0], [[0, 1], [0, 0], [0, 0]]),
+    ("rms:0.2", [0, 1, 1, 0, 1, 1, 0, 0], [[0, 1], [0, 0], [1, 0]]),  # per-layer RMS, see above
+])
+def test_shed_masks_follow_the_effective_definition(effective, shed_conv, shed_linear):
+    net, mask = tiny()
+    cfg = TrackerConfig(**{**CFG.__dict__, "effective": effective})
+    shed = Tracker(cfg, mask, TAU0).shed_masks(state_for(net, mask))
+    assert shed["0.weight"].flatten().tolist() == [bool(s) for s in shed_conv]
+    assert shed["4.weight"].tolist() == [[bool(s) for s in row] for row in shed_linear]
+
+
+def test_gmp_keep_matches_gmp_pruning_and_breaks_ties_early():
+    keep = gmp_keep({"a": torch.tensor([0.1, -0.1, 0.2]), "b": torch.tensor([[0.1, 0.3]])}, 0.4)
+    # round(.4 * 5) = 2 go: of the three .1s the two earliest.
+    assert keep["a"].tolist() == [False, False, True] and keep["b"].tolist() == [[True, True]]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 100, 3))
+    weights = {n: net.get_parameter(n).detach() for n in pruning.prunable_names(net)}
+    assert pruning.prune(net, "gmp", 0.6) == gmp_keep(weights, 0.6)
+
+
+def test_removal_accuracy_zeroes_shed_weights_then_restores():
+    train_set, test = data.load("synthetic", train_size=256, test_size=128)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 144, 4))
+    net.eval()
+    mask = pruning.Mask.dense(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    state = state_for(net, mask, test=train_set)
+    acc = evaluate(net, test, state.stats, state.device, "fp32")[1]
+    # tau0 = inf sheds every weight: the net outputs its biases alone, one class for every image, and the
+    # balanced test set (32 per class) gives exactly 1/4.
+    assert Tracker(CFG, mask, math.inf, test).removal_accuracy(state, {n: mask[n] for n in mask}) == 0.25
+    # Nothing shed: the accuracy of the net as it is.
+    nothing = {n: torch.zeros_like(mask[n]) for n in mask}
+    assert Tracker(CFG, mask, 0.0, test).removal_accuracy(state, nothing) == acc != 0.25
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_tracker_in_training_records_tidy_rows():
+    train_set, test = data.load("synthetic", train_size=256, test_size=128)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 144, 4))
+    mask = pruning.prune(net, "gmp", 0.5)
+    tau0 = pruning.gmp_threshold(net, None, 0.5)
+    tracker = Tracker(TrackerConfig(every_steps=3), mask, tau0, test)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, precision="fp32", augment=False)
+    state = train(net, train_set, cfg, mask=mask, callbacks=[tracker], device="cpu", quiet=True)
+    frame = to_frame(tracker.rows)
+    assert list(frame.columns) == list(COLUMNS)
+    g = frame[(frame.layer == "global")]
+    # 4 steps per epoch: rows at the start (step 0), steps 3 and 6, and both epoch ends (4, 8).
+    assert sorted(set(g.step)) == [0, 3, 4, 6, 8]
+    assert g[g.metric == "removal_acc"].step.tolist() == [8]
+    start = g[(g.step == 0)].set_index("metric").value
+    # Right after GMP with its own threshold no survivor is below tau0, and exactly half is pruned.
+    assert start["shed_tau0"] == 0 and start["pruned"] == pytest.approx(0.5, abs=1 / 2000)
+    assert state.history[-1]["epoch"] == 2
+    assert to_frame([dict(zip(COLUMNS, r)) for r in tracker.rows]).equals(frame)
+
+
+@pytest.mark.parametrize("effective", ["tau1", "abs", "abs:", "abs:x", "rms:-0.1", "abs:nan", "l2:0.1", ""])
+def test_tracker_config_rejects_bad_effective(effective):
+    with pytest.raises(ValueError) as err:
+        TrackerConfig(effective=effective)
+    assert f"effective={effective!r} is invalid; allowed: tau0, abs:<threshold>, rms:<fraction>" == str(err.value)
+
+
+def test_tracker_config_rejects_bad_sparsities_and_accepts_good_strings():
+    for bad in [(0.0,), (0.5, 1.0)]:
+        with pytest.raises(ValueError, match="overlap_sparsities="):
+            TrackerConfig(overlap_sparsities=bad)
+    assert TrackerConfig(effective="abs:1e-3").effective == "abs:1e-3"
+    assert TrackerConfig(effective="rms:0.2").effective == "rms:0.2"

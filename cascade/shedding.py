@@ -185,7 +185,8 @@ class Tracker(Callback):
 
     def load_state_dict(self, d: dict) -> None:
         self.rows = d["rows"]
-        self.keep0 = {float(s): k for s, k in d["keep0"].items()}
+        # A checkpoint restored with map_location=cuda brings these back on the GPU; they are compared on the CPU.
+        self.keep0 = {float(s): {n: t.cpu() for n, t in k.items()} for s, k in d["keep0"].items()}
 
 
 def _rms(w: torch.Tensor, alive: torch.Tensor) -> float:

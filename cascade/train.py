@@ -57,6 +57,7 @@ class TrainConfig:
             ("batch_size", lambda: _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
             ("lr", lambda: self.lr >= 0, "a float >= 0"),
             ("momentum", lambda: 0 <= self.momentum < 1, "a float in [0, 1)"),
+            ("nesterov", lambda: not self.nesterov or self.momentum > 0, "False when momentum is 0"),
             ("weight_decay", lambda: self.weight_decay >= 0, "a float >= 0"),
             ("warmup_epochs", lambda: _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
              f"an int in [0, epochs={self.epochs}]"),

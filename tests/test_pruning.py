@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cascade import models
+from cascade import models, pruning
 from cascade.pruning import CRITERIA, Mask, gmp_threshold, prunable_names, prune, schedule, thin, zero_pruned_bn
 
 
@@ -396,3 +396,31 @@ def test_schedule_applied_with_num_weights_ends_on_the_target_weight():
 def test_schedule_rejects_bad_arguments(args, opts, message):
     with pytest.raises(ValueError, match=message):
         schedule(*args, **opts)
+
+
+def test_prune_schedule_callback_reaches_target_with_nested_masks():
+    """Gradual pruning inside the loop ends on round(s1 * N) pruned weights and only ever removes weights."""
+    from cascade import data, train
+
+    tr, _ = data.load("synthetic", train_size=512)
+    torch.manual_seed(0)
+    net = models.build("resnet8", in_channels=1, num_classes=4, width=4)
+    n = pruning.Mask.dense(net).num_total()
+    steps = 2 * (512 // 64)
+    events = pruning.schedule("gradual", steps, 0.5, t1=steps - 2, every=3, num_weights=n)
+    seen = []
+
+    class Watch(train.Callback):
+        every_steps = 1
+
+        def on_step(self, state):
+            if state.mask is not None:
+                seen.append({k: v.clone() for k, v in state.mask.items()})
+
+    state = train.train(net, tr, train.TrainConfig(epochs=2, batch_size=64, precision="fp32"),
+                        callbacks=[pruning.PruneSchedule("gmp", events), Watch()], quiet=True)
+    assert round(state.mask.sparsity() * n) == round(0.5 * n)
+    for before, after in zip(seen, seen[1:]):
+        assert all(not (after[k] & ~before[k]).any() for k in before)
+    weights = dict(net.named_parameters())
+    assert all((weights[k][~m.to(weights[k].device)] == 0).all() for k, m in state.mask.items())

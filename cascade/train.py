@@ -257,6 +257,8 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
         for cb in callbacks:
             cb.on_start(state)
         state.history.append({"epoch": state.epoch, **state.metrics})
+        if ckpt is not None and state.epoch in ckpt.keep:  # rewinding to the starting weights needs them saved
+            ckpt.save(state, callbacks)
     stepped = [cb for cb in callbacks if cb.every_steps]
     bar = tqdm(total=(cfg.epochs - cfg.start_epoch) * len(loader), initial=state.step - cfg.start_epoch * len(loader),
                desc=desc, disable=quiet, leave=False, dynamic_ncols=True)

@@ -7,16 +7,6 @@ from cascade.shedding import Tracker, TrackerConfig
 from cascade.train import Callback, Checkpoint, Evaluate, TrainConfig, load_weights, lr_at, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, which costs up to 70x when the two
-    cores are shared with other processes (measured on the 2-core CI machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def net(seed: int = 0) -> nn.Sequential:
     """conv(1->4, 3x3) BN ReLU linear(576->4): trains in well under a second per epoch on 12x12 synthetic data."""
     torch.manual_seed(seed)

@@ -1,0 +1,83 @@
+"""90 precision: may bf16 autocast stand in for fp32 in the fine-tuning that the book measures?
+
+bf16 trains the small ResNets about 2-3x faster on this CPU, but shedding is about small magnitudes, so
+the check is made on the phenomenon setup itself: the same bf16-pretrained models are pruned (gmp,
+random, and the unpruned control) and fine-tuned once in fp32 and once under bf16 autocast (master
+weights and the tracker stay fp32 either way). Per criterion and seed we take the fp32 - bf16
+difference of (a) the rise of the tau0-shed share and (b) the final test accuracy.
+
+Verdict "bf16" (fixed in advance): bf16 is acceptable when, for both quantities, the mean paired
+difference is smaller than the seed-to-seed standard deviation of the fp32 runs (`effect` is the
+larger of the two ratios |mean difference| / seed std; `holds` is True when the 95% CI of the per-seed
+ratio lies below 1, False when it lies above 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..shedding import TrackerConfig
+from ..train import TrainConfig
+from . import core
+from . import runs as R
+from .phenomenon import Config as PhenomenonConfig
+from .phenomenon import pretrain_run
+
+
+@dataclass(frozen=True)
+class Config(PhenomenonConfig):
+    fractions: tuple[float, ...] = (0.1,)
+    precisions: tuple[str, ...] = ("bf16", "fp32")
+
+
+def runs(cfg: Config) -> list[R.FinetuneRun]:
+    out = []
+    for seed in range(cfg.seeds):
+        pre = pretrain_run(cfg, seed)
+        for precision in cfg.precisions:
+            ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
+                             weight_decay=cfg.weight_decay, lr_schedule="constant", precision=precision, seed=seed)
+            for frac in cfg.fractions:
+                for crit in ("none", *cfg.criteria):
+                    out.append(R.FinetuneRun(pre, R.PruneConfig(crit, frac, seed), ft, TrackerConfig()))
+    return out
+
+
+def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
+    frame = pd.concat([core.tracker_frame([(r, rec)]).assign(precision=r.finetune.precision)
+                       for r, rec in records if isinstance(r, R.FinetuneRun)], ignore_index=True)
+    by = ("precision", "criterion", "fraction", "seed")
+    d_shed = core.final_delta(frame, "shed_tau0", by)
+    hist = pd.concat([core.history_frame([(r, rec)]).assign(precision=r.finetune.precision)
+                      for r, rec in records if isinstance(r, R.FinetuneRun)], ignore_index=True)
+    acc = hist[hist.metric == "test_acc"]
+    acc = acc[acc.epoch == acc.epoch.max()].set_index(list(by))["value"]
+    table = pd.DataFrame({"d_shed_tau0": d_shed, "test_acc": acc}).reset_index()
+    wide = table.pivot_table(index=["criterion", "fraction", "seed"], columns="precision",
+                             values=["d_shed_tau0", "test_acc"])
+    ratios = []
+    for q in ("d_shed_tau0", "test_acc"):
+        diff = (wide[(q, "fp32")] - wide[(q, "bf16")]).groupby("seed").mean()
+        noise = wide[(q, "fp32")].groupby(["criterion", "fraction"]).std().mean()
+        ratios.append((diff.abs() / noise).tolist() if noise > 0 else [float("inf")] * len(diff))
+    per_seed = [max(a, b) for a, b in zip(*ratios)]
+    v = core.verdict("bf16", per_seed, 1.0,
+                     "bf16 as a stand-in for fp32 {word}: the larger paired fp32-bf16 difference is {mean:.2f} "
+                     "seed standard deviations (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; acceptable below 1).",
+                     above=False)
+    summary = table.groupby(["precision", "criterion"])[["d_shed_tau0", "test_acc"]].agg(["mean", "std"])
+    return {"summary": summary, "paired": table, "frame": frame}, [v]
+
+
+EXPERIMENT = core.Experiment(
+    name="precision", notebook="90_precision", claims=(), config=Config,
+    profiles={
+        "smoke": dict(model="resnet8", width=4, train_size=256, test_size=128, seeds=2, pretrain_epochs=2,
+                      finetune_epochs=2, batch_size=64),
+        "paper": {},
+        "full": dict(model="resnet56", train_size=60000, test_size=10000, seeds=5, pretrain_epochs=60,
+                     finetune_epochs=20),
+    },
+    runs=runs, analyze=analyze,
+    description="Fine-tune the phenomenon setup in fp32 and bf16 side by side; is bf16 within seed noise?")

@@ -74,3 +74,25 @@ def heatmap(matrix: pd.DataFrame, result, title: str, cbar: str):
     fig.tight_layout()
     provenance(fig, result)
     return fig
+
+
+def grids(matrices: dict[str, pd.DataFrame], result, fmt: str = "{:.2f}", marks: dict | None = None):
+    """One annotated heatmap per matrix (rows and columns labelled by the matrix's index and columns);
+    `marks[title]` is a boolean frame of the same shape whose True cells are outlined."""
+    fig, axes = plt.subplots(1, len(matrices), squeeze=False, figsize=(3.4 * len(matrices), 3.0))
+    for ax, (title, m) in zip(axes[0], matrices.items()):
+        im = ax.imshow(m.values, aspect="auto", interpolation="nearest", origin="lower")
+        ax.set_xticks(np.arange(m.shape[1]), labels=[f"{c:g}" for c in m.columns])
+        ax.set_yticks(np.arange(m.shape[0]), labels=[f"{r:g}" for r in m.index])
+        ax.set_xlabel(m.columns.name or "")
+        ax.set_ylabel(m.index.name or "")
+        ax.grid(False)
+        ax.set_title(title)
+        for (i, j), v in np.ndenumerate(m.values):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="w")
+            if marks is not None and title in marks and bool(marks[title].values[i, j]):
+                ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    provenance(fig, result)
+    return fig

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..store import Store
-from . import phenomenon, precision
+from . import architectures, phenomenon, precision, temperature
 from .core import PROFILES, Experiment, Result, execute
 
 CLAIMS = {
@@ -28,7 +28,8 @@ CLAIMS = {
           "SAM's rho.",
 }
 
-REGISTRY: dict[str, Experiment] = {e.name: e for e in (phenomenon.EXPERIMENT, precision.EXPERIMENT)}
+REGISTRY: dict[str, Experiment] = {e.name: e for e in (phenomenon.EXPERIMENT, precision.EXPERIMENT,
+                                                           temperature.EXPERIMENT, architectures.EXPERIMENT)}
 
 
 def get(name: str) -> Experiment:

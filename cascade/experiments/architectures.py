@@ -45,8 +45,8 @@ CONDITIONS = ("hot", "cold")
 class Config:
     archs: tuple[str, ...] = ("resnet8:16", "mobilenetv2:8")
     dataset: str = "fashion-mnist"
-    train_size: int = 2000
-    test_size: int = 1000
+    train_size: int | None = 2000
+    test_size: int | None = 1000
     seeds: int = 3
     criteria: tuple[str, ...] = ("gmp", "random")
     fractions: tuple[float, ...] = (0.3, 0.6)
@@ -203,7 +203,7 @@ EXPERIMENT = core.Experiment(
         "smoke": dict(archs=("resnet8:4", "mobilenetv2:8"), train_size=128, test_size=64, seeds=2,
                       fractions=(0.5,), pretrain_epochs=1, batch_size=64, finetune_epochs=1),
         "paper": {},
-        "full": dict(archs=("resnet56:16", "mobilenetv2:32"), train_size=60000, test_size=10000, seeds=5,
+        "full": lambda: core.full_data() | dict(archs=("resnet56:16", "mobilenetv2:32"), seeds=5,
                      fractions=(0.2, 0.4, 0.6, 0.8), pretrain_epochs=60, finetune_epochs=20),
     },
     runs=runs, analyze=analyze,

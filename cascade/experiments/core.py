@@ -81,7 +81,7 @@ class Experiment:
     notebook: str
     claims: tuple[str, ...]
     config: type
-    profiles: dict[str, dict]
+    profiles: dict[str, dict | Callable[[], dict]]  # a callable is resolved when the config is made
     runs: Callable[[Any], list]
     analyze: Callable[[Any, list[tuple[Any, dict]]], tuple[dict[str, pd.DataFrame], list[dict]]]
     description: str = ""
@@ -95,7 +95,8 @@ class Experiment:
             if name not in fields:
                 raise ValueError(f"unknown parameter {name!r} for {self.name}; allowed: {', '.join(sorted(fields))}")
         hints = typing.get_type_hints(self.config)
-        values = {**self.profiles.get(profile, {}), **overrides}
+        defaults = self.profiles.get(profile, {})
+        values = {**(defaults() if callable(defaults) else defaults), **overrides}
         return self.config(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
 
     def all_runs(self, cfg) -> list:
@@ -106,6 +107,13 @@ class Experiment:
                 out.setdefault(run.pretrain, None)
             out.setdefault(run, None)
         return list(out)
+
+
+def full_data() -> dict:
+    """The `full` profile's data: all of CIFAR-10 when it is present here, else all of Fashion-MNIST."""
+    from ..data import available
+
+    return {"dataset": "cifar10" if available("cifar10") else "fashion-mnist", "train_size": None, "test_size": None}
 
 
 def coerce(name: str, value: Any, hint: Any) -> Any:

@@ -27,8 +27,8 @@ class Config:
     model: str = "resnet20"
     width: int = 16
     dataset: str = "fashion-mnist"
-    train_size: int = 4000
-    test_size: int = 2000
+    train_size: int | None = 4000
+    test_size: int | None = 2000
     seeds: int = 3
     criteria: tuple[str, ...] = ("gmp", "random")
     fractions: tuple[float, ...] = (0.05, 0.1, 0.2)
@@ -103,7 +103,7 @@ EXPERIMENT = core.Experiment(
         "smoke": dict(model="resnet8", width=4, train_size=256, test_size=128, seeds=2, fractions=(0.1,),
                       pretrain_epochs=2, finetune_epochs=2, batch_size=64),
         "paper": {},
-        "full": dict(model="resnet56", train_size=60000, test_size=10000, seeds=5, pretrain_epochs=60,
+        "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60,
                      finetune_epochs=20),
     },
     runs=runs, analyze=analyze,

@@ -76,7 +76,7 @@ EXPERIMENT = core.Experiment(
         "smoke": dict(model="resnet8", width=4, train_size=256, test_size=128, seeds=2, pretrain_epochs=2,
                       finetune_epochs=2, batch_size=64),
         "paper": {},
-        "full": dict(model="resnet56", train_size=60000, test_size=10000, seeds=5, pretrain_epochs=60,
+        "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60,
                      finetune_epochs=20),
     },
     runs=runs, analyze=analyze,

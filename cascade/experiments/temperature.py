@@ -38,8 +38,8 @@ class Config:
     model: str = "resnet8"
     width: int = 16
     dataset: str = "fashion-mnist"
-    train_size: int = 2000
-    test_size: int = 1000
+    train_size: int | None = 2000
+    test_size: int | None = 1000
     seeds: int = 3
     criteria: tuple[str, ...] = ("gmp",)  # random is studied in 01 and 03; one arm keeps the grid affordable
     fraction: float = 0.1
@@ -177,7 +177,7 @@ EXPERIMENT = core.Experiment(
                       pretrain_epochs=1, batch_size=64, lrs=(0.03, 0.1), weight_decays=(5e-4,), finetune_lr=0.1,
                       batch_sizes=(32, 64), finetune_epochs=1, epoch_sweep=(1,)),
         "paper": {},
-        "full": dict(model="resnet56", train_size=60000, test_size=10000, seeds=5, pretrain_epochs=60,
+        "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60,
                      lrs=(0.003, 0.01, 0.03, 0.1, 0.3), weight_decays=(0.0, 1e-4, 5e-4, 2e-3, 5e-3),
                      finetune_epochs=10, batch_sizes=(32, 64, 128, 256, 512), epoch_sweep=(2, 5, 10, 20)),
     },

@@ -65,11 +65,14 @@ book: venv data mathjax
 	$(PY) -m cascade book --profile paper
 
 # Tests and notebooks use tiny tensors: one intra-op thread is faster and steadier on 2 shared cores, and the
-# committed smoke outputs were produced with it.
+# committed smoke outputs were produced with it. nbval computes the smoke runs in an empty store, so it tests
+# the compute path and does not depend on what a previous run left behind.
 test: export OMP_NUM_THREADS := 1
 test: venv data mathjax browser
 	$(PY) -m pytest $(TESTS) -q
 	@if ls notebooks/[0-9][0-9]_*.ipynb >/dev/null 2>&1; then \
+		store=$$(mktemp -d); trap 'rm -rf "$$store"' EXIT; \
+		CASCADE_RESULTS=$$store/results CASCADE_CACHE=$$store/cache \
 		$(PY) -m pytest --nbval notebooks/ --nbval-current-env \
 			--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q; \
 	else echo "no notebooks/NN_*.ipynb yet: nbval skipped"; fi

@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
     from . import experiments
 
     result = experiments.run(args.experiment, args.profile, force=args.force, quiet=args.json,
-                             **_params(args.param))
+                             workers=args.workers, **_params(args.param))
     if args.json:
         print(json.dumps({"experiment": result.experiment, "profile": result.profile, "runs": len(result.records),
                           "computed": result.computed, "verdicts": result.verdicts}))
@@ -106,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
                    help="override a parameter (repeatable); see `python -m cascade list`")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout, no progress bar")
     r.add_argument("--force", action="store_true", help="recompute runs even if stored")
+    r.add_argument("--workers", type=int, default=1,
+                   help="independent runs in this many single-threaded processes (2 is fastest on 2 cores)")
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("book", help="execute the notebooks with papermill and build the HTML book")
     b.add_argument("--profile", default="paper")

@@ -83,3 +83,22 @@ def test_paper_pretraining_is_shared_between_temperature_and_architectures():
            for e in ("temperature", "architectures")}
     assert len(pre["temperature"]) == 3 and pre["temperature"] <= pre["architectures"]
     assert len(REGISTRY["architectures"].all_runs(REGISTRY["architectures"].make_config("paper"))) == 2 * 3 * 2 * 2 * 2 + 6
+
+
+def test_parallel_workers_give_the_same_records_as_one_process(tmp_path, monkeypatch):
+    """Runs are deterministic per (config, seed, thread count): 2 single-threaded workers store exactly what
+    one single-threaded process stores, pre-training first so fine-tuning finds its checkpoints."""
+    import json
+
+    from cascade import experiments
+
+    small = dict(train_size=128, test_size=64, pretrain_epochs=1, finetune_epochs=1)
+    out = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / f"cache{workers}"))
+        res = experiments.run("phenomenon", "smoke", quiet=True, root=tmp_path / f"r{workers}", workers=workers,
+                              **small)
+        out[workers] = {rec["key"]: json.dumps(rec["result"], sort_keys=True) for _, rec in res.records}
+    assert out[1] == out[2]
+    with pytest.raises(ValueError, match="workers=0"):
+        experiments.run("phenomenon", "smoke", root=tmp_path / "r0", workers=0)

@@ -38,12 +38,13 @@ def get(name: str) -> Experiment:
     return REGISTRY[name]
 
 
-def run(name: str, profile: str = "paper", force: bool = False, quiet: bool = False, root=None,
+def run(name: str, profile: str = "paper", force: bool = False, quiet: bool = False, root=None, workers: int = 1,
         **params) -> Result:
-    """Compute what is missing for experiment `name` under `profile` (+ overrides) and analyze it."""
+    """Compute what is missing for experiment `name` under `profile` (+ overrides) and analyze it;
+    `workers` > 1 runs independent runs in that many single-threaded processes."""
     exp = get(name)
     cfg = exp.make_config(profile, **params)
-    return execute(exp, cfg, Store(profile, root), force=force, quiet=quiet)
+    return execute(exp, cfg, Store(profile, root), force=force, quiet=quiet, workers=workers)
 
 
 def status(name: str, profile: str = "paper", root=None, **params) -> dict:

@@ -251,7 +251,7 @@ def tracker_record_s(run: Cascade, repeats: int) -> float:
     tau0 = pruning.gmp_threshold(run.model, None, FRACTION)
     tracker = Tracker(TrackerConfig(), run.mask, tau0)
     optimizer = torch.optim.SGD(run.model.parameters(), lr=0.0)
-    state = State(run.model, optimizer, run.cfg, run.split, run.stats, torch.device("cpu"), mask=run.mask)
+    state = State(run.model, optimizer, run.cfg, run.stats, torch.device("cpu"), mask=run.mask)
     tracker.on_start(state)
     return seconds(lambda: tracker._record(state), repeats, warmup=False)
 

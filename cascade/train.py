@@ -110,7 +110,6 @@ class State:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     cfg: TrainConfig
-    train_set: Split
     stats: tuple[torch.Tensor, torch.Tensor]
     device: torch.device
     mask: object = None
@@ -247,7 +246,7 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the training set ({len(train_set)}); allowed: <= it")
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                 weight_decay=cfg.weight_decay, foreach=True)
-    state = State(model, optimizer, cfg, train_set, stats, device, epoch=cfg.start_epoch,
+    state = State(model, optimizer, cfg, stats, device, epoch=cfg.start_epoch,
                   step=cfg.start_epoch * len(loader), steps_per_epoch=len(loader))
     callbacks = list(callbacks)
     ckpt = next((cb for cb in callbacks if isinstance(cb, Checkpoint)), None)

@@ -28,7 +28,7 @@ def tiny() -> tuple[nn.Sequential, pruning.Mask]:
 
 def state_for(net: nn.Module, mask, epoch: int = 0, epochs: int = 1, test=None) -> State:
     split = test if test is not None else data.load("synthetic", train_size=8, test_size=4)[0]
-    return State(net, torch.optim.SGD(net.parameters(), lr=0.1), TrainConfig(epochs=epochs, precision="fp32"), split,
+    return State(net, torch.optim.SGD(net.parameters(), lr=0.1), TrainConfig(epochs=epochs, precision="fp32"),
                  split.stats(), torch.device("cpu"), mask=mask, epoch=epoch)
 
 

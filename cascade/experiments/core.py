@@ -10,6 +10,7 @@ import math
 import multiprocessing
 import shutil
 import statistics
+import types
 import typing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
         if origin is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != "")
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             if value is None or (isinstance(value, str) and value.lower() == "none"):
                 if type(None) in args:
                     return None
@@ -189,7 +190,7 @@ def labels(run: R.FinetuneRun) -> dict:
     ft = run.finetune
     return {"model": run.pretrain.model, "criterion": run.prune.criterion, "fraction": run.prune.fraction,
             "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "batch_size": ft.batch_size,
-            "epochs": ft.epochs}
+            "epochs": ft.epochs, "precision": ft.precision}
 
 
 def tracker_frame(records: list[tuple[Any, dict]]) -> pd.DataFrame:

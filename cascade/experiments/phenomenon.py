@@ -55,16 +55,17 @@ def pretrain_run(cfg, seed: int) -> R.PretrainRun:
                     weight_decay=cfg.weight_decay, lr_schedule="cosine", precision=cfg.precision, seed=seed))
 
 
+def seed_runs(cfg, seed: int, precision: str) -> list[R.FinetuneRun]:
+    """One seed's prune-then-fine-tune runs (control first at each fraction), fine-tuned in `precision`."""
+    pre = pretrain_run(cfg, seed)
+    ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
+                     weight_decay=cfg.weight_decay, lr_schedule="constant", precision=precision, seed=seed)
+    return [R.FinetuneRun(pre, R.PruneConfig(crit, frac, seed), ft, TrackerConfig())
+            for frac in cfg.fractions for crit in ("none", *cfg.criteria)]
+
+
 def runs(cfg: Config) -> list[R.FinetuneRun]:
-    out = []
-    for seed in range(cfg.seeds):
-        pre = pretrain_run(cfg, seed)
-        ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
-                         weight_decay=cfg.weight_decay, lr_schedule="constant", precision=cfg.precision, seed=seed)
-        for frac in cfg.fractions:
-            for crit in ("none", *cfg.criteria):
-                out.append(R.FinetuneRun(pre, R.PruneConfig(crit, frac, seed), ft, TrackerConfig()))
-    return out
+    return [r for seed in range(cfg.seeds) for r in seed_runs(cfg, seed, cfg.precision)]
 
 
 def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:

@@ -17,40 +17,26 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..shedding import TrackerConfig
-from ..train import TrainConfig
-from . import core
+from . import core, phenomenon
 from . import runs as R
-from .phenomenon import Config as PhenomenonConfig
-from .phenomenon import pretrain_run
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(phenomenon.Config):
     fractions: tuple[float, ...] = (0.1,)
     precisions: tuple[str, ...] = ("bf16", "fp32")
 
 
 def runs(cfg: Config) -> list[R.FinetuneRun]:
-    out = []
-    for seed in range(cfg.seeds):
-        pre = pretrain_run(cfg, seed)
-        for precision in cfg.precisions:
-            ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
-                             weight_decay=cfg.weight_decay, lr_schedule="constant", precision=precision, seed=seed)
-            for frac in cfg.fractions:
-                for crit in ("none", *cfg.criteria):
-                    out.append(R.FinetuneRun(pre, R.PruneConfig(crit, frac, seed), ft, TrackerConfig()))
-    return out
+    return [r for seed in range(cfg.seeds) for precision in cfg.precisions
+            for r in phenomenon.seed_runs(cfg, seed, precision)]
 
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
-    frame = pd.concat([core.tracker_frame([(r, rec)]).assign(precision=r.finetune.precision)
-                       for r, rec in records if isinstance(r, R.FinetuneRun)], ignore_index=True)
+    frame = core.tracker_frame(records)
     by = ("precision", "criterion", "fraction", "seed")
     d_shed = core.final_delta(frame, "shed_tau0", by)
-    hist = pd.concat([core.history_frame([(r, rec)]).assign(precision=r.finetune.precision)
-                      for r, rec in records if isinstance(r, R.FinetuneRun)], ignore_index=True)
+    hist = core.history_frame(records)
     acc = hist[hist.metric == "test_acc"]
     acc = acc[acc.epoch == acc.epoch.max()].set_index(list(by))["value"]
     table = pd.DataFrame({"d_shed_tau0": d_shed, "test_acc": acc}).reset_index()

@@ -9,6 +9,8 @@ MATHJAX   := book/_static/mathjax/tex-mml-chtml.js
 DATA_DIR  := $(or $(CASCADE_DATA),/usr/share/datasets/fashion-mnist)
 DATA_FILE := $(DATA_DIR)/train-images-idx3-ubyte.gz
 TESTS     ?= tests/
+# Processes computing the runs `make book` needs (one intra-op thread each); 2 was fastest on 2 cores.
+WORKERS   ?= 2
 # apt is usable as root or with passwordless sudo; empty otherwise.
 APT := $(shell if [ "$$(id -u)" = 0 ]; then echo apt-get; \
 	elif sudo -n true 2>/dev/null; then echo "sudo -n apt-get"; fi)
@@ -62,7 +64,7 @@ browser:
 	$(call apt_install,chromium)
 
 book: venv data mathjax
-	$(PY) -m cascade book --profile paper
+	$(PY) -m cascade book --profile paper --workers $(WORKERS)
 
 # Tests and notebooks use tiny tensors: one intra-op thread is faster and steadier on 2 shared cores, and the
 # committed smoke outputs were produced with it. nbval computes the smoke runs in an empty store, so it tests

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from string import Template
@@ -24,6 +25,7 @@ KERNEL = "python3"
 # Lines of a stderr stream that are progress bars (tqdm and friends): carriage returns, "42%|", "3/10 [", "it/s]".
 PROGRESS = re.compile(r"\r|\d+%\||\d+/\d+ \[|\d+it \[|(?:it/s|s/it)\]")
 VERDICTS = {True: "reproduces", False: "does not reproduce", None: "inconclusive"}
+COMPUTE = "compute.json"  # wall time of the last compute phase of `build`, per profile
 VERSIONED = ["torch", "torchvision", "numpy", "jupyter-book", "papermill"]
 
 
@@ -31,11 +33,15 @@ class BookError(RuntimeError):
     """One-line reason the book could not be built."""
 
 
-def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, notebook_dir=None) -> Path:
-    """Execute the notebooks (all, or the one named `only`) and build the book; return its index.html.
+def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, notebook_dir=None,
+          workers: int = 1) -> Path:
+    """Compute the missing runs, execute the notebooks (all, or the one named `only`) and build the book; return
+    its index.html.
 
-    `book_dir` is the book's source (default book/); with `out_dir` it is copied there first and built there,
-    so tests leave the repository untouched. `notebook_dir` defaults to notebooks/.
+    The runs behind the chapters are computed first, in `workers` single-threaded processes (see
+    `experiments.core.execute`), so the notebooks only read the store. `book_dir` is the book's source (default
+    book/); with `out_dir` it is copied there first and built there, so tests leave the repository untouched.
+    `notebook_dir` defaults to notebooks/.
     """
     from cascade import experiments
 
@@ -45,8 +51,11 @@ def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, 
     nb_dir = Path(notebook_dir or REPO / "notebooks")
     notebooks = sorted(p for p in nb_dir.glob("*.ipynb") if NOTEBOOK.match(p.name))
     todo = notebooks if only is None else [_select(only, notebooks)]
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
     try:
-        return _build(profile, force, src, Path(out_dir) if out_dir else src, notebooks, todo)
+        compute(profile, [nb.stem for nb in todo], force, workers)
+        return _build(profile, src, Path(out_dir) if out_dir else src, notebooks, todo)
     except BookError:
         raise
     except Exception as err:  # anything else still reads as one line; the chain keeps the traceback
@@ -57,14 +66,39 @@ def _first_line(err) -> str:
     return next(iter(str(err).strip().splitlines()), "")
 
 
-def _build(profile, force, src: Path, book: Path, notebooks: list[Path], todo: list[Path]) -> Path:
+def compute(profile: str, notebooks: list[str], force: bool, workers: int) -> None:
+    """Compute the runs of the experiments behind `notebooks` that are not stored (all of them with `force`).
+
+    When anything was computed, its wall time goes to <store>/<profile>/compute.json for the appendix.
+    """
+    import torch
+
+    from cascade import experiments
+    from cascade.store import Store, atomic_write_text
+
+    store = Store(profile)
+    exps = [e for e in experiments.REGISTRY.values() if e.notebook in notebooks]
+    if force:  # once for all, as experiments share runs
+        from cascade.experiments.core import forget
+
+        forget(store, [r for e in exps for r in e.all_runs(e.make_config(profile))])
+    start = time.perf_counter()
+    computed = {e.name: experiments.run(e.name, profile, workers=workers).computed for e in exps}
+    if sum(computed.values()):
+        atomic_write_text(store.root / profile / COMPUTE, json.dumps({
+            "wall_time_s": round(time.perf_counter() - start, 1), "runs_computed": computed, "workers": workers,
+            "threads_per_process": 1 if workers > 1 else torch.get_num_threads(), "hardware": dict(hardware())["CPU"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
+
+
+def _build(profile, src: Path, book: Path, notebooks: list[Path], todo: list[Path]) -> Path:
     if book.resolve() != src.resolve():
         shutil.copytree(src, book, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_build", "__pycache__"))
     chapters = book / "chapters"
     chapters.mkdir(exist_ok=True)
     _use_venv_kernel()
     for nb in todo:
-        execute(nb, chapters / nb.name, profile, force)
+        execute(nb, chapters / nb.name, profile)
     for nb in notebooks:  # chapters never executed are shown as they are, so the table of contents is complete
         if not (chapters / nb.name).exists():
             shutil.copyfile(nb, chapters / nb.name)
@@ -105,12 +139,12 @@ def _use_venv_kernel():
         os.environ["JUPYTER_PATH"] = os.pathsep.join([str(share)] + [p for p in paths if p])
 
 
-def execute(notebook: Path, chapter: Path, profile: str, force: bool) -> None:
+def execute(notebook: Path, chapter: Path, profile: str) -> None:
     """Run one notebook with papermill into `chapter`, then tidy it for the book."""
     import papermill
 
     try:
-        papermill.execute_notebook(str(notebook), str(chapter), parameters={"profile": profile, "force": force},
+        papermill.execute_notebook(str(notebook), str(chapter), parameters={"profile": profile},
                                    kernel_name=KERNEL, progress_bar=False, cwd=str(notebook.parent))
     except papermill.PapermillExecutionError as err:
         raise BookError(f"{notebook.name} failed in cell {err.exec_count}: {err.ename}: "
@@ -180,11 +214,38 @@ def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
     """The reproducibility appendix: versions, hardware, wall times and commands of this build."""
     versions = [("python", platform.python_version())] + [(p, metadata.version(p)) for p in VERSIONED]
     papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb \\\n"
-                 f"    -p profile {profile} -p force False -k {KERNEL} --cwd notebooks --no-progress-bar")
+                 f"    -p profile {profile} -k {KERNEL} --cwd notebooks --no-progress-bar")
     return Template(template.read_text()).substitute(
         versions=_table(["package", "version"], versions), hardware=_table(["", "this build"], hardware()),
         walltimes=_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
+        compute=compute_section(profile),
         profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
+
+
+def compute_section(profile: str) -> str:
+    """Minutes of stored compute per experiment (a run shared with an earlier chapter counted there) and the
+    measured wall time of the last compute phase of `build`."""
+    from cascade import experiments
+    from cascade.store import Store
+
+    store, seen, rows = Store(profile), set(), []
+    for exp in sorted(experiments.REGISTRY.values(), key=lambda e: e.notebook):
+        runs = exp.all_runs(exp.make_config(profile))
+        new = [r for r in runs if r not in seen]
+        seen.update(runs)
+        recs = [store.get(r.kind, r, r.version) for r in new]
+        minutes = sum(rec["meta"].get("wall_time_s", 0.0) for rec in recs if rec) / 60
+        rows.append((exp.notebook, len(runs), len(new), sum(rec is not None for rec in recs), f"{minutes:.1f}"))
+    text = _table(["notebook", "runs", "not shared with an earlier chapter", "of these stored",
+                   "their compute (process-minutes)"], rows) + "\n"
+    path = store.root / profile / COMPUTE
+    if path.exists():
+        c = json.loads(path.read_text())
+        text += (f"\nThe last time `python -m cascade book --profile {profile}` computed runs "
+                 f"({c['created'][:10]}), it computed {sum(c['runs_computed'].values())} of them in "
+                 f"**{c['wall_time_s'] / 60:.0f} minutes** of wall time, with {c['workers']} process(es) of "
+                 f"{c['threads_per_process']} thread(s) on {c['hardware']}.\n")
+    return text
 
 
 def _table(head, rows) -> str:

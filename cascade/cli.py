@@ -86,7 +86,7 @@ def cmd_list(args) -> int:
 def cmd_book(args) -> int:
     from . import book
 
-    print(book.build(profile=args.profile, only=args.only, force=args.force))
+    print(book.build(profile=args.profile, only=args.only, force=args.force, workers=args.workers))
     return 0
 
 
@@ -94,6 +94,12 @@ def cmd_bench(args) -> int:
     from . import bench
 
     return bench.main(quick=args.quick, as_json=args.json)
+
+
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1,
+                   help="compute independent runs in this many single-threaded processes (default 1; "
+                        "2 is fastest on 2 cores, see the benchmark)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,13 +112,13 @@ def parser() -> argparse.ArgumentParser:
                    help="override a parameter (repeatable); see `python -m cascade list`")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout, no progress bar")
     r.add_argument("--force", action="store_true", help="recompute runs even if stored")
-    r.add_argument("--workers", type=int, default=1,
-                   help="independent runs in this many single-threaded processes (2 is fastest on 2 cores)")
+    _workers(r)
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("book", help="execute the notebooks with papermill and build the HTML book")
     b.add_argument("--profile", default="paper")
     b.add_argument("--only", help="one notebook or experiment name")
     b.add_argument("--force", action="store_true", help="recompute the runs behind the notebooks")
+    _workers(b)
     b.set_defaults(func=cmd_book)
     s = sub.add_parser("status", help="done, missing and stale records per experiment")
     s.add_argument("--profile", default="paper")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from .pruning import smallest
 from .train import Callback, State, evaluate
 
 COLUMNS = ("epoch", "step", "layer", "metric", "value")
@@ -59,8 +60,7 @@ def _is_float(text: str) -> bool:
 def gmp_keep(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
     """The set global magnitude pruning would keep at `sparsity` (ties pruned at the earlier position, as `gmp`)."""
     flat = torch.cat([w.abs().flatten().float() for w in weights.values()])
-    chosen = torch.ones(flat.numel(), dtype=torch.bool)
-    chosen[torch.sort(flat, stable=True).indices[:round(sparsity * flat.numel())]] = False
+    chosen = ~smallest(flat, round(sparsity * flat.numel()))
     out, start = {}, 0
     for name, w in weights.items():
         out[name] = chosen[start:start + w.numel()].view_as(w)

@@ -44,7 +44,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     start_epoch: int = 0
     augment: bool = True
-    precision: str = "bf16"
+    precision: str = "fp32"
     channels_last: bool = True
     seed: int = 0
 
@@ -143,7 +143,7 @@ class Callback:
     def load_state_dict(self, d: dict) -> None: ...
 
 
-def evaluate(model, split: Split, stats, device, precision: str = "bf16", batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(model, split: Split, stats, device, precision: str = "fp32", batch_size: int = 1000) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` on `split`, in eval mode."""
     loader = Loader(split, batch_size, train=False, stats=stats, device=device)
     was_training = model.training

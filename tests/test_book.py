@@ -3,6 +3,7 @@
 The build tests (marked `book`) execute the real notebooks with the smoke profile and a temporary store once
 notebooks/01_phenomenon.ipynb exists; before that they build a one-chapter dummy book with stubbed experiments.
 """
+import json
 import re
 import shutil
 import sys
@@ -37,11 +38,16 @@ def stub_experiments(mp):
     module.PROFILES = ("smoke", "paper")
     module.CLAIMS = {"C1": "Weights shed | cascade", "C2": "Shedding beats GMP", "C3": "Depth matters",
                      "C4": "Width matters", "T1": "Untested"}
-    module.REGISTRY = {"dummy": SimpleNamespace(name="dummy", notebook="01_dummy", claims=["C1", "C2", "C3"]),
-                       "later": SimpleNamespace(name="later", notebook="02_later", claims=["C4"])}
+    module.REGISTRY = {name: SimpleNamespace(name=name, notebook=nb, claims=claims, make_config=lambda profile: None,
+                                             all_runs=lambda cfg: [])
+                       for name, nb, claims in [("dummy", "01_dummy", ["C1", "C2", "C3"]), ("later", "02_later", ["C4"])]}
+    module.computed = []  # (name, profile, workers) of every run() call
+    module.run = lambda name, profile, workers=1: module.computed.append((name, profile, workers)) or \
+        SimpleNamespace(computed=3)
     module.cached_verdicts = lambda name, profile: verdicts.get(name, []) if profile == "smoke" else []
     mp.setitem(sys.modules, "cascade.experiments", module)
     mp.setattr(sys.modules["cascade"], "experiments", module, raising=False)
+    return module
 
 
 def dummy_notebook() -> nbformat.NotebookNode:
@@ -103,6 +109,20 @@ def test_unknown_chapter_is_refused_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"unknown profile 'huge'; allowed: smoke, paper"):
         book.build(profile="huge", notebook_dir=tmp_path, out_dir=tmp_path / "book")
     assert not (tmp_path / "book").exists()
+
+
+def test_compute_runs_the_chapters_experiments_and_records_its_wall_time(tmp_path, monkeypatch):
+    stub = stub_experiments(monkeypatch)
+    monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path))
+    with pytest.raises(ValueError, match=r"^workers=0 is invalid; allowed: an int >= 1$"):
+        book.build(profile="smoke", notebook_dir=tmp_path, out_dir=tmp_path / "book", workers=0)
+    book.compute("smoke", ["01_dummy"], force=False, workers=2)
+    assert stub.computed == [("dummy", "smoke", 2)]  # 02_later has no notebook here: not computed
+    record = json.loads((tmp_path / "smoke" / book.COMPUTE).read_text())
+    assert record["runs_computed"] == {"dummy": 3} and record["workers"] == 2 and record["threads_per_process"] == 1
+    section = book.compute_section("smoke")
+    assert "| 01_dummy | 0 | 0 | 0 | 0.0 |" in section
+    assert f"it computed 3 of them in **{record['wall_time_s'] / 60:.0f} minutes** of wall time, with 2 " in section
 
 
 def test_sanitize_config_masks_machine_specific_text():
@@ -170,7 +190,7 @@ def test_chapters_are_executed_and_tidied(built):
     assert chapters
     for chapter in chapters:
         nb = nbformat.read(chapter, as_version=4)
-        assert nb.metadata.papermill.parameters == {"profile": "smoke", "force": False}
+        assert nb.metadata.papermill.parameters == {"profile": "smoke"}
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1 and "hide-input" in injected[0].metadata.tags
         stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs

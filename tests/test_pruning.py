@@ -424,3 +424,17 @@ def test_prune_schedule_callback_reaches_target_with_nested_masks():
         assert all(not (after[k] & ~before[k]).any() for k in before)
     weights = dict(net.named_parameters())
     assert all((weights[k][~m.to(weights[k].device)] == 0).all() for k, m in state.mask.items())
+
+
+def test_smallest_selects_k_lowest_with_ties_to_the_earlier_index():
+    score = torch.tensor([3.0, 1.0, 2.0, 1.0, 0.0])
+    marks = lambda k: pruning.smallest(score, k).nonzero().flatten().tolist()  # noqa: E731
+    assert [marks(k) for k in range(7)] == [[], [4], [1, 4], [1, 3, 4], [1, 2, 3, 4], [0, 1, 2, 3, 4],
+                                            [0, 1, 2, 3, 4]]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):  # against a stable sort, on scores with many ties
+        s = torch.randint(0, 4, (30,), generator=gen).float()
+        k = int(torch.randint(0, 31, (), generator=gen))
+        expected = torch.zeros(30, dtype=torch.bool)
+        expected[torch.sort(s, stable=True).indices[:k]] = True
+        assert torch.equal(pruning.smallest(s, k), expected)

@@ -162,10 +162,7 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
     todo = exp.all_runs(cfg)
     missing = [r for r in todo if force or store.get(r.kind, r, r.version) is None]
     if force:
-        for r in missing:
-            key = config_hash(r, r.version)
-            store.path(r.kind, key).unlink(missing_ok=True)
-            shutil.rmtree(store.checkpoint_dir(r.kind, key), ignore_errors=True)
+        forget(store, missing)
     with tqdm(total=len(missing), desc=f"{exp.name} [{store.profile}]", disable=quiet or not missing,
               unit="run") as bar:
         if workers == 1:
@@ -183,6 +180,14 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
     records = [(r, store.get(r.kind, r, r.version)) for r in todo]
     tables, verdicts = exp.analyze(cfg, records)
     return Result(exp.name, store.profile, cfg, records, len(missing), tables, verdicts)
+
+
+def forget(store: Store, runs: list) -> None:
+    """Delete the records and checkpoints of `runs`, so they are computed again."""
+    for r in runs:
+        key = config_hash(r, r.version)
+        store.path(r.kind, key).unlink(missing_ok=True)
+        shutil.rmtree(store.checkpoint_dir(r.kind, key), ignore_errors=True)
 
 
 def labels(run: R.FinetuneRun) -> dict:

@@ -29,7 +29,7 @@ class Config:
     dataset: str = "fashion-mnist"
     train_size: int | None = 4000
     test_size: int | None = 2000
-    seeds: int = 3
+    seeds: int = 4
     criteria: tuple[str, ...] = ("gmp", "random")
     fractions: tuple[float, ...] = (0.05, 0.1, 0.2)
     pretrain_epochs: int = 15
@@ -38,7 +38,7 @@ class Config:
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
     batch_size: int = 128
-    precision: str = "bf16"
+    precision: str = "fp32"  # bf16 is slower here (oneDNN cannot use this VM's AMX); 90_precision checks it
 
     def __post_init__(self):
         if self.seeds < 1:

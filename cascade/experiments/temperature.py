@@ -53,7 +53,7 @@ class Config:
     batch_sizes: tuple[int, ...] = (32, 128, 512)
     finetune_epochs: int = 2
     epoch_sweep: tuple[int, ...] = (1, 2, 4)
-    precision: str = "bf16"
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.seeds < 1:

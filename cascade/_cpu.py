@@ -1,9 +1,12 @@
-"""Guard against CPUs that advertise AMX but fault on it.
+"""Guard against CPUs that advertise AMX but on which oneDNN's AMX kernels fault.
 
-oneDNN uses AMX for bf16 matmuls when the CPU reports it, but some virtual machines (seen on a
-Firecracker guest) report AMX and then kill the process with SIGILL on the first tile instruction.
-We probe once per machine in a subprocess and, if it faults, cap oneDNN at AVX512-BF16. The cap
-must be set before oneDNN creates its first primitive, hence at `import cascade`.
+oneDNN uses AMX for bf16 matmuls and convolutions when the CPU reports it. On the Firecracker guest this
+project was developed on, that kills the process with SIGILL at the first `tilezero`: the guest reports
+AMX in CPUID leaf 7, but its highest CPUID leaf is 0x1C, so leaf 0x1D (the tile palette) reads as zeros,
+oneDNN targets palette min(1, that EAX) = 0 (tiles off) and the next tile instruction faults. The hardware itself works
+(a hand-written `ldtilecfg` with palette 1 runs there), so this is the guest's CPUID, not the CPU.
+We probe once per machine in a subprocess and, if it faults, cap oneDNN at AVX512-BF16 (no AMX: there bf16
+is slower than fp32). The cap must be set before oneDNN creates its first primitive, hence at `import cascade`.
 """
 from __future__ import annotations
 

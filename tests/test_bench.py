@@ -39,6 +39,7 @@ def test_summary_by_hand():
     assert out["mask_overhead"]["m"] == pytest.approx(0.01 / (128 / 200))  # mask ops over one step
     assert out["tracker_overhead"]["m"] == pytest.approx(0.5 / (31 * 128 / 200))  # 31 steps of 128 per epoch
     assert out["roofline_fraction"]["m"] == pytest.approx(6e6 * 200 / 1.2e10)  # = 0.1
+    assert out["speedup_ceiling_fp32"]["m"] == pytest.approx(20.0)  # 6e9 FLOP/s over 6e6 FLOP x 50 img/s
     assert tp["models"]["m"]["speedup_fp32_vs_baseline"] == 2.0  # ratios 2, 2, 3
 
 
@@ -62,13 +63,13 @@ def test_book_section(tmp_path):
     report = {"machine": {"hardware": "CPU X (2 cores)", "torch": "2.x", "threads": 2, "loadavg_1min_at_start": 1.0},
               "precision": "bf16", "fraction_pruned": 0.1, "plan": {"batch_size": 128}, "goals": bench.GOALS,
               "speedup_vs_baseline": {"m": 3.456}, "mask_overhead": {"m": 0.0123}, "tracker_overhead": {"m": 0.004},
-              "roofline_fraction": {"m": 0.25},
+              "roofline_fraction": {"m": 0.25}, "speedup_ceiling_fp32": {"m": 2.04},
               "raw": {"throughput": {"baseline_workers": 2, "models": {"m": {"width": 16, "median_images_per_s": {
                   "baseline": 100.0, "cascade_fp32": 200.0, "cascade_bf16": 345.6}}}},
                       "paper_profile": {"exp": {"minutes": 61.2, "stored_runs": 3, "runs": 30}}}}
     (tmp_path / "bench.json").write_text(json.dumps(report))
     (tmp_path / "bench.png").write_bytes(b"\x89PNG")
     text = book.bench_section(tmp_path)
-    assert "| m (width 16) | 100 | 200 | 346 | 3.46x | 1.23% | 0.40% | 25.0% |" in text
+    assert "| m (width 16) | 100 | 200 | 346 | 3.46x | 2.0x | 1.23% | 0.40% | 25.0% |" in text
     assert "| exp | 61 | 3/30 |" in text
     assert "num_workers=2" in text and "](data:image/png;base64,iVBORw==)" in text

@@ -55,7 +55,8 @@ def curves(frame: pd.DataFrame, metrics: list[str], result, x: str = "epoch", yl
         ax.set_title((titles or {}).get(metric, metric))
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
-    axes[0][-1].legend(loc="best")
+    handles = dict(zip(*reversed(axes[0][-1].get_legend_handles_labels())))  # one entry per label: the control
+    axes[0][-1].legend(handles.values(), handles.keys(), loc="best")           # repeats at every fraction
     fig.tight_layout()
     provenance(fig, result)
     return fig

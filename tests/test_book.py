@@ -59,6 +59,7 @@ def dummy_notebook() -> nbformat.NotebookNode:
         new_code_cell(f"import sys\n_ = sys.stderr.write({PROGRESS_LINE!r}), sys.stderr.write('a real warning\\n')"),
         new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 4])\nplt.show()"),
         new_code_cell("print(profile, force)"),
+        new_markdown_cell("## Verdict\n\nWhat the claims table links to."),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 
 
@@ -69,7 +70,7 @@ def test_claims_page_rows(monkeypatch):
     stub_experiments(monkeypatch)
     page = book.claims_page("smoke", ["01_dummy"], REPO / "book" / "templates" / "claims.md.in")
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
-    link = "[01_dummy](chapters/01_dummy.ipynb)"
+    link = "[01_dummy](chapters/01_dummy.ipynb#verdict)"
     assert rows == [
         rf"| C1 | Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | {link} |",
         f"| C2 | Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 | {link} |",
@@ -260,13 +261,14 @@ def test_html_fetches_nothing_external_and_links_resolve(built):
         for href in parser.links:
             parts = urlsplit(href)
             if not parts.scheme and not href.startswith("#") and parts.path:
-                if not (page.parent / unquote(parts.path)).exists():
+                target = page.parent / unquote(parts.path)
+                if not target.exists() or (parts.fragment and f'id="{parts.fragment}"' not in target.read_text()):
                     broken.append(f"{page.name}: {href}")
     bad += [str(css.relative_to(html)) for css in html.rglob("*.css") if CSS_EXTERNAL.search(css.read_text())]
     assert not bad, f"external resources: {bad}"
     assert not broken, f"broken relative links: {broken}"
     claims = (html / "claims.html").read_text()
-    assert re.search(r'href="chapters/01_\w+\.html"', claims), "claims table links no chapter"
+    assert re.search(r'href="chapters/01_\w+\.html#verdict"', claims), "claims table links no chapter's verdict"
 
 
 _INSPECT = """async () => {

@@ -34,3 +34,12 @@ def test_stale_detection_can_fail(tmp_path):
     old = json.loads(store.path(run.kind, config_hash(run, run.version)).read_text())
     (tmp_path / "smoke" / run.kind / "000000000000.json").write_text(json.dumps(old))
     assert experiments.stale("smoke", root=tmp_path) == [f"{run.kind}/000000000000"]
+
+
+@pytest.mark.parametrize("name", [n for n, e in experiments.REGISTRY.items() if e.claims])
+def test_claim_chapters_have_the_verdict_heading_the_claims_table_links_to(name):
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / f"{experiments.get(name).notebook}.ipynb", as_version=4)
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
+    assert "## Verdict" in headings

@@ -83,7 +83,8 @@ def compute(profile: str, notebooks: list[str], force: bool, workers: int) -> No
 
         forget(store, [r for e in exps for r in e.all_runs(e.make_config(profile))])
     start = time.perf_counter()
-    computed = {e.name: experiments.run(e.name, profile, workers=workers).computed for e in exps}
+    computed = {e.name: experiments.run(e.name, profile, workers=workers).computed  # analysis is the notebook's
+                for e in exps if experiments.status(e.name, profile)["missing"]}
     if sum(computed.values()):
         atomic_write_text(store.root / profile / COMPUTE, json.dumps({
             "wall_time_s": round(time.perf_counter() - start, 1), "runs_computed": computed, "workers": workers,

@@ -42,6 +42,7 @@ def stub_experiments(mp):
                                              all_runs=lambda cfg: [])
                        for name, nb, claims in [("dummy", "01_dummy", ["C1", "C2", "C3"]), ("later", "02_later", ["C4"])]}
     module.computed = []  # (name, profile, workers) of every run() call
+    module.status = lambda name, profile: {"missing": []}  # nothing to compute, so nothing is written
     module.run = lambda name, profile, workers=1: module.computed.append((name, profile, workers)) or \
         SimpleNamespace(computed=3)
     module.cached_verdicts = lambda name, profile: verdicts.get(name, []) if profile == "smoke" else []
@@ -114,11 +115,12 @@ def test_unknown_chapter_is_refused_before_any_work(tmp_path, monkeypatch):
 
 def test_compute_runs_the_chapters_experiments_and_records_its_wall_time(tmp_path, monkeypatch):
     stub = stub_experiments(monkeypatch)
+    stub.status = lambda name, profile: {"missing": [] if name == "later" else ["a run"]}
     monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path))
     with pytest.raises(ValueError, match=r"^workers=0 is invalid; allowed: an int >= 1$"):
         book.build(profile="smoke", notebook_dir=tmp_path, out_dir=tmp_path / "book", workers=0)
-    book.compute("smoke", ["01_dummy"], force=False, workers=2)
-    assert stub.computed == [("dummy", "smoke", 2)]  # 02_later has no notebook here: not computed
+    book.compute("smoke", ["01_dummy", "02_later"], force=False, workers=2)
+    assert stub.computed == [("dummy", "smoke", 2)]  # 02_later misses nothing: not run
     record = json.loads((tmp_path / "smoke" / book.COMPUTE).read_text())
     assert record["runs_computed"] == {"dummy": 3} and record["workers"] == 2 and record["threads_per_process"] == 1
     section = book.compute_section("smoke")

@@ -126,3 +126,12 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
     assert (s.root, s.cache) == (tmp_path / "r", tmp_path / "c")
     monkeypatch.delenv("CASCADE_RESULTS")
     assert store.default_root() == store.REPO / "results"
+
+
+def test_records_are_readable_like_any_file_written_under_the_umask(st):
+    old = os.umask(0o022)
+    try:
+        st.put("exp", Cfg(), 1, {"acc": 0.5})
+    finally:
+        os.umask(old)
+    assert st.path("exp", config_hash(Cfg(), 1)).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

@@ -533,7 +533,7 @@ def table(report: dict) -> str:
     for name, v in raw["paper_profile"].items():
         lines.append(f"paper profile {name}: {v['minutes']:.0f} min ({v['source']}: {v['stored_runs']}/{v['runs']} "
                      f"runs stored; estimate for all runs {v['estimated_minutes_all_runs']:.0f} min)")
-    for key, text in (("compile", _compile_text), ("threads", _threads_text)):
+    for key, text in (("compile", compile_text), ("threads", threads_text)):
         if key in raw:
             lines.append(text(raw[key]))
     m = report["machine"]
@@ -551,13 +551,13 @@ def _row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _compile_text(c: dict) -> str:
+def compile_text(c: dict) -> str:
     if "speedup" not in c:
         return f"torch.compile ({c['model']}): {c.get('error', 'failed')}"
     return f"torch.compile ({c['model']}): compiles in {c['compile_s']:.0f} s, step speed-up {c['speedup']:.2f}x"
 
 
-def _threads_text(t: dict) -> str:
+def threads_text(t: dict) -> str:
     if "error" in t:
         return f"independent runs ({t['model']}): {t['error']}"
     return (f"independent runs ({t['model']}): 2 processes x 1 thread {t['2procs_1thread_images_per_s']:.0f} img/s "

@@ -287,6 +287,8 @@ def bench_section(bench_dir: Path) -> str:
     """
     import base64
 
+    from cascade import bench
+
     head = "\n## Performance benchmark\n\n"
     path = bench_dir / "bench.json"
     if not path.exists():
@@ -311,19 +313,27 @@ def bench_section(bench_dir: Path) -> str:
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["goals"].items()) + ".\n\n")
     text += _table(["model", "baseline img/s", "cascade fp32 img/s", f"cascade {p} img/s", "speed-up",
                     "fp32 ceiling", "mask overhead", "tracker overhead", "roofline"], rows) + "\n\n"
-    text += ("*fp32 ceiling* is the speed-up the baseline would see if the model ran at this machine's fp32 GEMM "
-             "peak: no fp32 training loop can beat it, so where it is below the goal, only lower precision (bf16 "
-             "on AMX or a GPU) could reach the goal.\n\n")
+    text += ("*fp32 ceiling*: the speed-up over the baseline if the whole model ran at this machine's fp32 GEMM "
+             "peak, an upper bound that no fp32 loop reaches (convolutions, BatchNorm and activations run below "
+             "the GEMM peak: see *roofline*). Beyond it only lower precision helps, and bf16 is slower than fp32 "
+             f"here: oneDNN's ISA is capped at {m.get('onednn_max_isa', 'default')} because this VM hides the AMX "
+             "tile palette (CPUID leaf 0x1D), on which oneDNN's AMX kernels fault (`cascade/_cpu.py`).\n\n")
+    levers = []
     for name, t in tp["models"].items():
         if "speedup_vs_baseline_1thread" in t:
             med = t["median_images_per_s"]
-            text += (f"With 1 intra-op thread in both loops ({name}): baseline {med['baseline_1thread']:.0f} img/s, "
-                     f"cascade {p} {med[f'cascade_{p}_1thread']:.0f} img/s, speed-up "
-                     f"{t['speedup_vs_baseline_1thread']:.2f}x.\n\n")
+            levers.append(f"with 1 intra-op thread in both loops ({name}): baseline {med['baseline_1thread']:.0f} "
+                          f"img/s, cascade {p} {med[f'cascade_{p}_1thread']:.0f} img/s, speed-up "
+                          f"{t['speedup_vs_baseline_1thread']:.2f}x")
+    levers += [text_of(report["raw"][key]) for key, text_of in (("compile", bench.compile_text),
+                                                               ("threads", bench.threads_text))
+               if key in report["raw"]]
+    text += "".join(f"- {line}\n" for line in levers) + "\n" if levers else ""
     e2e = report["raw"]["paper_profile"]
-    text += "Paper profile of each experiment, from an empty store (stored wall times where runs are stored, " \
-            "else estimated from the measured step times):\n\n"
-    text += _table(["experiment", "minutes", "runs stored"],
+    text += ("Paper profile of each experiment alone, from an empty store, in process-minutes (stored wall times "
+             "of its runs where stored, else estimated from the measured step times; `--workers 2` about halves "
+             "the wall time):\n\n")
+    text += _table(["experiment", "process-minutes", "runs stored"],
                    [(n, f"{v['minutes']:.0f}", f"{v['stored_runs']}/{v['runs']}") for n, v in e2e.items()]) + "\n"
     png = bench_dir / "bench.png"
     if png.exists():

@@ -66,10 +66,16 @@ def test_book_section(tmp_path):
               "roofline_fraction": {"m": 0.25}, "speedup_ceiling_fp32": {"m": 2.04},
               "raw": {"throughput": {"baseline_workers": 2, "models": {"m": {"width": 16, "median_images_per_s": {
                   "baseline": 100.0, "cascade_fp32": 200.0, "cascade_bf16": 345.6}}}},
-                      "paper_profile": {"exp": {"minutes": 61.2, "stored_runs": 3, "runs": 30}}}}
+                      "paper_profile": {"exp": {"minutes": 61.2, "stored_runs": 3, "runs": 30}},
+                      "compile": {"model": "m", "compile_s": 47.8, "speedup": 0.99},
+                      "threads": {"model": "m", "2procs_1thread_images_per_s": 700.0,
+                                  "1proc_2threads_images_per_s": 560.0, "ratio_2procs_over_1proc": 1.25}}}
     (tmp_path / "bench.json").write_text(json.dumps(report))
     (tmp_path / "bench.png").write_bytes(b"\x89PNG")
     text = book.bench_section(tmp_path)
     assert "| m (width 16) | 100 | 200 | 346 | 3.46x | 2.0x | 1.23% | 0.40% | 25.0% |" in text
     assert "| exp | 61 | 3/30 |" in text
+    assert "- torch.compile (m): compiles in 48 s, step speed-up 0.99x\n" in text
+    assert "- independent runs (m): 2 processes x 1 thread 700 img/s vs 1 process x 2 threads 560 img/s (1.25x)\n" \
+        in text
     assert "num_workers=2" in text and "](data:image/png;base64,iVBORw==)" in text

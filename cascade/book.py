@@ -300,7 +300,7 @@ def bench_section(bench_dir: Path) -> str:
     for name, t in tp["models"].items():
         med = t["median_images_per_s"]
         rows.append((f"{name} (width {t['width']})", f"{med['baseline']:.0f}", f"{med['cascade_fp32']:.0f}",
-                     f"{med[f'cascade_{p}']:.0f}", f"{report['speedup_vs_baseline'][name]:.2f}x",
+                     f"{med['cascade_bf16']:.0f}", f"{report['speedup_vs_baseline'][name]:.2f}x",
                      f"{report['speedup_ceiling_fp32'][name]:.1f}x", f"{report['mask_overhead'][name]:.2%}", f"{report['tracker_overhead'][name]:.2%}",
                      f"{report['roofline_fraction'][name]:.1%}"))
     text = (f"Measured by `python -m cascade bench` (`make bench`) on {m['hardware']}, torch {m['torch']}, "
@@ -311,7 +311,7 @@ def bench_section(bench_dir: Path) -> str:
             f"conventional research code: a DataLoader (num_workers={tp['baseline_workers']}) with torchvision "
             "transforms, fp32, contiguous memory, `torch.nn.utils.prune` masks. Goals: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["goals"].items()) + ".\n\n")
-    text += _table(["model", "baseline img/s", "cascade fp32 img/s", f"cascade {p} img/s", "speed-up",
+    text += _table(["model", "baseline img/s", "cascade fp32 img/s", "cascade bf16 img/s", f"speed-up ({p})",
                     "fp32 ceiling", "mask overhead", "tracker overhead", "roofline"], rows) + "\n\n"
     text += ("*fp32 ceiling*: the speed-up over the baseline if the whole model ran at this machine's fp32 GEMM "
              "peak, an upper bound that no fp32 loop reaches (convolutions, BatchNorm and activations run below "

@@ -83,5 +83,5 @@ bench: venv data
 	$(PY) -m cascade bench
 
 clean:
-	rm -rf book/_build book/chapters book/_static/mathjax book/claims.md book/appendix.md
+	rm -rf book/_build book/chapters book/_static/mathjax book/claims.md book/appendix.md book/_toc.yml
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -301,8 +301,8 @@ def bench_section(bench_dir: Path) -> str:
         med = t["median_images_per_s"]
         rows.append((f"{name} (width {t['width']})", f"{med['baseline']:.0f}", f"{med['cascade_fp32']:.0f}",
                      f"{med['cascade_bf16']:.0f}", f"{report['speedup_vs_baseline'][name]:.2f}x",
-                     f"{report['speedup_ceiling_fp32'][name]:.1f}x", f"{report['mask_overhead'][name]:.2%}", f"{report['tracker_overhead'][name]:.2%}",
-                     f"{report['roofline_fraction'][name]:.1%}"))
+                     f"{report['speedup_ceiling_fp32'][name]:.1f}x", f"{report['mask_overhead'][name]:.2%}",
+                     f"{report['tracker_overhead'][name]:.2%}", f"{report['roofline_fraction'][name]:.1%}"))
     text = (f"Measured by `python -m cascade bench` (`make bench`) on {m['hardware']}, torch {m['torch']}, "
             f"{m['threads']} threads, 1-minute load average {m['loadavg_1min_at_start']} (the machine was shared; "
             "every ratio compares variants measured in alternation, as medians over repeats). Throughput is "
@@ -315,9 +315,12 @@ def bench_section(bench_dir: Path) -> str:
                     "fp32 ceiling", "mask overhead", "tracker overhead", "roofline"], rows) + "\n\n"
     text += ("*fp32 ceiling*: the speed-up over the baseline if the whole model ran at this machine's fp32 GEMM "
              "peak, an upper bound that no fp32 loop reaches (convolutions, BatchNorm and activations run below "
-             "the GEMM peak: see *roofline*). Beyond it only lower precision helps, and bf16 is slower than fp32 "
-             f"here: oneDNN's ISA is capped at {m.get('onednn_max_isa', 'default')} because this VM hides the AMX "
-             "tile palette (CPUID leaf 0x1D), on which oneDNN's AMX kernels fault (`cascade/_cpu.py`).\n\n")
+             "the GEMM peak: see *roofline*). Beyond it only lower precision helps (the bf16 column).")
+    if m.get("onednn_max_isa", "default") != "default":
+        text += (f" Here oneDNN was capped at {m['onednn_max_isa']} because its AMX kernels fault on this machine "
+                 "(a VM that hides the AMX tile palette, CPUID leaf 0x1D: `cascade/_cpu.py`), so bf16 runs "
+                 "without AMX.")
+    text += "\n\n"
     levers = []
     for name, t in tp["models"].items():
         if "speedup_vs_baseline_1thread" in t:

@@ -49,9 +49,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a record should read like any other file
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; records are shared and committed
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -79,3 +79,7 @@ def test_book_section(tmp_path):
     assert "- independent runs (m): 2 processes x 1 thread 700 img/s vs 1 process x 2 threads 560 img/s (1.25x)\n" \
         in text
     assert "num_workers=2" in text and "](data:image/png;base64,iVBORw==)" in text
+    assert "capped" not in text  # oneDNN ran with its default ISA
+    report["machine"]["onednn_max_isa"] = "AVX512_CORE_BF16"
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    assert "Here oneDNN was capped at AVX512_CORE_BF16 because its AMX kernels fault" in book.bench_section(tmp_path)

@@ -59,7 +59,7 @@ class Config:
     hot_wd: float = 5e-3
     cold_lr: float = 0.003
     cold_wd: float = 0.0
-    precisions: tuple[str, ...] = ("fp32", "fp32")  # per arch; bf16 depthwise convs are ~3x slower on CPUs
+    precisions: tuple[str, ...] = ("fp32", "fp32")  # per arch; bf16 depthwise convs were ~3x slower here
     effective: str = "rms:0.05"  # shed = below 5% of the layer RMS: random's small survivors are not "shed"
 
     def __post_init__(self):

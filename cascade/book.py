@@ -192,8 +192,8 @@ def claims_page(profile: str, chapters: list[str], template: Path) -> str:
         if not tested:
             rows.append([claim, text, "not yet tested", "", "", ""])
         for exp in tested:
-            link = f"[{exp.notebook}](chapters/{exp.notebook}.ipynb#verdict)" if exp.notebook in chapters \
-                else exp.notebook
+            link = f"[{exp.notebook[:2]} verdict](chapters/{exp.notebook}.ipynb#verdict)" \
+                if exp.notebook in chapters else exp.notebook
             found = [v for v in experiments.cached_verdicts(exp.name, profile) if v["claim"] == claim]
             if not found:
                 rows.append([claim, text, "not run", "", "", link])

@@ -71,7 +71,7 @@ def test_claims_page_rows(monkeypatch):
     stub_experiments(monkeypatch)
     page = book.claims_page("smoke", ["01_dummy"], REPO / "book" / "templates" / "claims.md.in")
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
-    link = "[01_dummy](chapters/01_dummy.ipynb#verdict)"
+    link = "[01 verdict](chapters/01_dummy.ipynb#verdict)"
     assert rows == [
         rf"| C1 | Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | {link} |",
         f"| C2 | Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 | {link} |",

@@ -333,3 +333,27 @@ def test_every_page_renders_offline_in_chromium(built):
     assert all(_local(url) for url in requested), [url for url in requested if not _local(url)]
     assert any(urlsplit(url).path.endswith("/_static/mathjax/tex-mml-chtml.js") for url in requested), \
         "MathJax was not loaded from the book"
+
+
+def test_compute_section_sums_stored_wall_time_and_counts_shared_runs_once(tmp_path, monkeypatch):
+    """Hand-computed: 90 s + 30 s stored for two of chapter 01's runs, 60 s for a run only chapter 90 has."""
+    from cascade import experiments
+    from cascade.experiments import runs as R
+    from cascade.store import Store
+
+    monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path))
+    phen = experiments.get("phenomenon")
+    prec = experiments.get("precision")
+    shared = phen.all_runs(phen.make_config("smoke"))
+    own = [r for r in prec.all_runs(prec.make_config("smoke")) if r not in shared]
+    assert own and all(r.finetune.precision == "bf16" for r in own)
+    store = Store("smoke")
+    pretrain = next(r for r in shared if isinstance(r, R.PretrainRun))
+    control = next(r for r in shared if isinstance(r, R.FinetuneRun))
+    for run, seconds in ((pretrain, 90.0), (control, 30.0), (own[0], 60.0)):
+        store.put(run.kind, run, run.version, {}, {"wall_time_s": seconds})
+    rows = {line.split(" | ")[0].strip("| "): line for line in book.compute_section("smoke").splitlines()}
+    assert rows["01_phenomenon"] == f"| 01_phenomenon | {len(shared)} | {len(shared)} | 2 | 2.0 |"
+    n_prec = len(prec.all_runs(prec.make_config("smoke")))
+    assert rows["90_precision"] == f"| 90_precision | {n_prec} | {len(own)} | 1 | 1.0 |"
+    assert "The last time" not in book.compute_section("smoke")  # no compute.json yet

@@ -6,10 +6,14 @@ AMX in CPUID leaf 7, but its highest CPUID leaf is 0x1C, so leaf 0x1D (the tile 
 oneDNN targets palette min(1, that EAX) = 0 (tiles off) and the next tile instruction faults. The hardware itself works
 (a hand-written `ldtilecfg` with palette 1 runs there), so this is the guest's CPUID, not the CPU.
 We probe once per machine in a subprocess and, if it faults, cap oneDNN at AVX512-BF16 (no AMX: there bf16
-is slower than fp32). The cap must be set before oneDNN creates its first primitive, hence at `import cascade`.
+is slower than fp32). oneDNN reads the cap when it creates its first primitive, so `guard_amx()` is called at the
+entry points that come before any convolution: the CLI, `train()`, each sweep worker and the doctor's child.
+Code that runs a model itself before calling any of them should call `guard_amx()` first. Importing cascade
+probes nothing and writes nothing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -30,7 +34,9 @@ def _cpu_flags() -> str:
         return ""
 
 
+@functools.cache
 def guard_amx() -> None:
+    """Cap oneDNN below AMX on a machine where its AMX kernels fault; once per process, probing once per machine."""
     info = _cpu_flags()
     if "ONEDNN_MAX_CPU_ISA" in os.environ or platform.machine() != "x86_64" or "amx_tile" not in info:
         return

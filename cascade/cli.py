@@ -1,4 +1,4 @@
-"""`python -m cascade`: run experiments, build the book, report store status, list, benchmark.
+"""`python -m cascade`: run experiments, build the book, report store status, list, benchmark, check the machine.
 
 Errors are one line on stderr with exit code 2, and are raised before any compute.
 """
@@ -96,6 +96,12 @@ def cmd_bench(args) -> int:
     return bench.main(quick=args.quick, as_json=args.json)
 
 
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    return doctor.main()
+
+
 def _workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="compute independent runs in this many single-threaded processes (default 1; "
@@ -128,13 +134,18 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="a few steps only (estimates, for smoke tests)")
     be.add_argument("--json", action="store_true", help="print one JSON object")
     be.set_defaults(func=cmd_bench)
+    sub.add_parser("doctor", help="machine facts that change results, and a gradient check of every model against "
+                                  "float64 (exit 1 on failure)").set_defaults(func=cmd_doctor)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .book import BookError
 
+    from ._cpu import guard_amx
+
     args = parser().parse_args(argv)
+    guard_amx()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, BookError) as e:

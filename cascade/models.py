@@ -20,6 +20,14 @@ resnet18, resnet50 (torchvision)   64             fixed: torchvision's ResNet ha
 
 MobileNets round every layer width to a multiple of 8, as torchvision does.
 
+Strided 1x1 convolutions (the option-B shortcuts of the CIFAR ResNets and PreResNet, torchvision's ResNet downsample
+layers) are built as `StridedPointwise`: the input is subsampled first and a stride-1 1x1 conv follows. That is the
+same function, bit for bit, with the same parameters and state-dict keys, but oneDNN never receives a strided 1x1
+convolution. Its backward pass for such a conv in channels_last writes past its "reduce to unit stride" workspace when
+the input has fewer channels than the kernel's block (8 with AVX2, 16 with AVX-512): heap corruption, crashes, or
+silently wrong weight gradients (uxlfoundation/oneDNN issue 6035). `python -m cascade doctor` checks every model's
+gradients against a float64 reference.
+
 Initialisation (same for every model, deterministic under `torch.manual_seed`): convolutions Kaiming-normal with
 fan_out and ReLU gain, conv biases 0; BatchNorm weight 1, bias 0. Linear layers keep the initialisation of their
 constructor (PyTorch's default; torchvision's N(0, 0.01) for MobileNets). No pretrained weights are used.
@@ -35,7 +43,37 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-__all__ = ["build", "names", "count", "BasicBlock", "PreActBlock", "CifarResNet", "VGG"]
+__all__ = ["build", "names", "count", "BasicBlock", "PreActBlock", "CifarResNet", "VGG", "StridedPointwise"]
+
+
+class StridedPointwise(nn.Conv2d):
+    """A 1x1 convolution with stride s > 1 computed as a stride-1 1x1 conv of x[:, :, ::s, ::s].
+
+    Identical output and gradients; it keeps oneDNN's faulty strided-1x1 backward out of reach (module docstring).
+    """
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        sh, sw = self.stride
+        return F.conv2d(x[:, :, ::sh, ::sw], weight, bias, groups=self.groups)
+
+
+def _is_strided_pointwise(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.padding == (0, 0)
+            and m.padding_mode == "zeros")
+
+
+def _replace_strided_pointwise(net: nn.Module) -> None:
+    """Swap every strided 1x1 nn.Conv2d of `net` for a StridedPointwise holding the same parameters (no RNG use)."""
+    for parent in list(net.modules()):
+        for name, m in parent.named_children():
+            if _is_strided_pointwise(m):
+                new = torch.nn.utils.skip_init(StridedPointwise, m.in_channels, m.out_channels, 1, m.stride,
+                                               groups=m.groups, bias=m.bias is not None, device=m.weight.device,
+                                               dtype=m.weight.dtype)
+                new.weight = m.weight
+                if m.bias is not None:
+                    new.bias = m.bias
+                setattr(parent, name, new)
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -233,6 +271,7 @@ def build(name: str, in_channels: int = 3, num_classes: int = 10, width: int | N
                          f"allowed: {', '.join(options) or 'none'}")
     net = builder(in_channels=in_channels, num_classes=num_classes, width=width, **kw)
     _init(net)
+    _replace_strided_pointwise(net)
     return net
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ._cpu import guard_amx
 from .data import Loader, Split
 
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -236,6 +237,7 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
     optimizer step (one fused op each), so masked weights stay exactly 0 under momentum and
     weight decay. A `Checkpoint` callback makes the run resumable.
     """
+    guard_amx()
     device = torch.device(device) if device is not None else default_device()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt).train()

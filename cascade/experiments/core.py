@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import os
 import shutil
 import statistics
 import types
@@ -24,6 +25,9 @@ from ..store import Store, config_hash
 from . import runs as R
 
 PROFILES = ("smoke", "paper", "full")
+# Set (to anything) to forbid computing: nbval re-executes the notebooks against the committed store with it, so
+# the published numbers are shown to regenerate from the records alone, on any CPU.
+READ_ONLY = "CASCADE_READ_ONLY"
 
 # Two-sided 95% Student-t quantiles, t_{0.975, df} for df = 1..30 (beyond that 1.96 is used).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -161,6 +165,10 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
         raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
     todo = exp.all_runs(cfg)
     missing = [r for r in todo if force or store.get(r.kind, r, r.version) is None]
+    if missing and os.environ.get(READ_ONLY):
+        raise ValueError(f"{len(missing)} of {len(todo)} runs of {exp.name} [{store.profile}] are not stored and "
+                         f"{READ_ONLY} is set; allowed: only stored runs (compute them with "
+                         f"`python -m cascade run {exp.name} --profile {store.profile}`)")
     if force:
         forget(store, missing)
     with tqdm(total=len(missing), desc=f"{exp.name} [{store.profile}]", disable=quiet or not missing,
@@ -171,7 +179,7 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
                 bar.update()
         else:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                                     initializer=_worker_start) as pool:
                 for stage in (R.PretrainRun, R.FinetuneRun):
                     jobs = [pool.submit(R.ensure, r, store) for r in missing if isinstance(r, stage)]
                     for job in as_completed(jobs):
@@ -180,6 +188,14 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
     records = [(r, store.get(r.kind, r, r.version)) for r in todo]
     tables, verdicts = exp.analyze(cfg, records)
     return Result(exp.name, store.profile, cfg, records, len(missing), tables, verdicts)
+
+
+def _worker_start() -> None:
+    """One intra-op thread per sweep process, and the AMX cap before its first convolution."""
+    from .._cpu import guard_amx
+
+    torch.set_num_threads(1)
+    guard_amx()
 
 
 def forget(store: Store, runs: list) -> None:

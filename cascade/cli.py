@@ -19,19 +19,24 @@ def _params(pairs: list[str]) -> dict:
     return out
 
 
+def _epochs(run) -> int:
+    from .experiments import runs as R
+
+    return run.train.epochs if isinstance(run, R.PretrainRun) else run.finetune.epochs
+
+
 def _estimate_s(run, store) -> float:
     """Seconds a missing run is expected to take: the mean wall time of stored runs of its kind, per epoch."""
-    from .experiments import runs as R
+    from .experiments.runs import KINDS
+    from .store import from_canonical
 
     folder = store.root / store.profile / run.kind
     per_epoch = []
     for path in folder.glob("*.json") if folder.exists() else ():
         rec = json.loads(path.read_text())
-        cfg = rec["config"]
-        epochs = cfg["train"]["epochs"] if run.kind == "pretrain" else cfg["finetune"]["epochs"]
-        per_epoch.append(rec["meta"].get("wall_time_s", 0.0) / max(epochs, 1))
-    epochs = run.train.epochs if isinstance(run, R.PretrainRun) else run.finetune.epochs
-    return (sum(per_epoch) / len(per_epoch) if per_epoch else float("nan")) * epochs
+        stored = from_canonical(KINDS[run.kind], rec["config"])
+        per_epoch.append(rec["meta"].get("wall_time_s", 0.0) / max(_epochs(stored), 1))
+    return (sum(per_epoch) / len(per_epoch) if per_epoch else float("nan")) * _epochs(run)
 
 
 def cmd_run(args) -> int:
@@ -58,7 +63,7 @@ def cmd_status(args) -> int:
     for name in experiments.REGISTRY:
         st = experiments.status(name, args.profile)
         est = sum(_estimate_s(r, store) for r in st["missing"])
-        eta = "" if not st["missing"] else (f", about {est / 60:.0f} min to compute" if est == est
+        eta = "" if not st["missing"] else (f", about {est / 60:.1f} min to compute" if est == est
                                              else ", time unknown (no stored run to estimate from)")
         print(f"{name:14s} done {len(st['done']):3d}  missing {len(st['missing']):3d}{eta}")
     stale = experiments.stale(args.profile)
@@ -94,6 +99,16 @@ def cmd_bench(args) -> int:
     from . import bench
 
     return bench.main(quick=args.quick, as_json=args.json)
+
+
+def cmd_migrate(args) -> int:
+    from .experiments.runs import KINDS
+    from .store import Store, migrate
+
+    store = Store(args.profile)
+    moved = migrate(store.root, args.profile, KINDS)
+    print(f"{len(moved)} records of {store.root / args.profile} moved to their current keys")
+    return 0
 
 
 def cmd_doctor(args) -> int:
@@ -134,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="a few steps only (estimates, for smoke tests)")
     be.add_argument("--json", action="store_true", help="print one JSON object")
     be.set_defaults(func=cmd_bench)
+    m = sub.add_parser("migrate", help="move stored records to the keys of the current config form (no compute)")
+    m.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
+    m.set_defaults(func=cmd_migrate)
     sub.add_parser("doctor", help="machine facts that change results, and a gradient check of every model against "
                                   "float64 (exit 1 on failure)").set_defaults(func=cmd_doctor)
     return p

@@ -5,6 +5,11 @@ profile) and checkpoints in ``<cache>/ckpt/<experiment>/<hash>/`` (never committ
 over the canonical JSON of the config *and* the experiment's version, so bumping a version makes
 every old record stale instead of silently reused. A record also stores its config, and a lookup
 checks it, so even a hash collision cannot return another config's numbers.
+
+The canonical form leaves out every dataclass field equal to its default. So a field added later with a
+default that changes nothing keeps every existing key: the schema can grow without recomputing the store.
+`from_canonical` rebuilds the config from a record (filling in defaults); `migrate` moves records made
+under an older canonical form to their current keys without recomputing anything.
 """
 from __future__ import annotations
 
@@ -13,16 +18,28 @@ import hashlib
 import json
 import os
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def canonical(obj: Any) -> Any:
-    """Plain JSON-able form of dataclasses, tuples and paths, with sorted keys, for hashing and storing."""
+    """Plain JSON-able form of dataclasses, tuples and paths, with sorted keys and without the dataclass fields
+    that equal their defaults, for hashing and storing."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+               if not _same(canonical(getattr(obj, f.name)), _canonical_default(f))}
     if isinstance(obj, dict):
         return {str(k): canonical(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):
@@ -32,6 +49,41 @@ def canonical(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"cannot hash a config value of type {type(obj).__name__}: {obj!r}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON text: True and 1, or 1 and 1.0, are different values here, as in the hash."""
+    return b is not dataclasses.MISSING and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _canonical_default(f: dataclasses.Field) -> Any:
+    default = _default(f)
+    return default if default is dataclasses.MISSING else canonical(default)
+
+
+def from_canonical(cls: type, value: Any) -> Any:
+    """Rebuild an instance of `cls` (a dataclass, or a field type inside one) from its canonical form.
+
+    Missing dataclass fields take their defaults; an unknown field is an error, as it would be silently lost.
+    """
+    origin, args = typing.get_origin(cls), typing.get_args(cls)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return from_canonical(next(a for a in args if a is not type(None)), value)
+    if origin is tuple:
+        return tuple(from_canonical(args[0], v) for v in value)
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ValueError(f"field(s) {', '.join(unknown)} unknown to {cls.__name__}; allowed: "
+                             f"{', '.join(sorted(fields))}")
+        return cls(**{k: from_canonical(hints[k], v) for k, v in value.items()})
+    if cls is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def config_hash(config: Any, version: int | str) -> str:
@@ -102,3 +154,32 @@ class Store:
         stored = {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
         done = [k for k in keys if k in stored and self.get(experiment, keys[k], version) is not None]
         return {"done": done, "missing": [k for k in keys if k not in done], "stale": sorted(stored - set(keys))}
+
+
+def migrate(root: str | os.PathLike, profile: str, kinds: dict[str, type]) -> dict[str, str]:
+    """Move the records of `profile` under `root` to the keys of the current canonical form; {old: new} moved.
+
+    Each record's config is rebuilt with `kinds[kind]` and re-keyed; the record is rewritten (new file first, then
+    the old one removed) with only its key and config changed. Records of another version, or whose config no
+    longer fits its class, are left where they are (`status` reports them as stale).
+    """
+    moved = {}
+    for kind, cls in kinds.items():
+        folder = Path(root) / profile / kind
+        for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+            record = json.loads(path.read_text())
+            if record.get("version") != cls.version:
+                continue
+            try:
+                run = from_canonical(cls, record["config"])
+            except (TypeError, ValueError):
+                continue
+            key = config_hash(run, cls.version)
+            if key == path.stem and record["config"] == canonical(run):
+                continue
+            record.update(key=key, config=canonical(run))
+            atomic_write_text(path.with_name(f"{key}.json"), json.dumps(record, indent=1, sort_keys=True) + "\n")
+            if key != path.stem:
+                path.unlink()
+                moved[path.stem] = key
+    return moved

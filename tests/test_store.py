@@ -46,8 +46,9 @@ def test_hash_changes_with_any_value(change):
 
 
 def test_canonical_of_dataclass_and_path():
-    assert canonical(Cfg()) == {"lr": 0.1, "root": "/data", "sizes": [256, 128]}
-    assert config_hash(Cfg(), "v1") == config_hash({"sizes": [256, 128], "root": "/data", "lr": 0.1}, "v1")
+    cfg = Cfg(lr=0.2, sizes=(1, 2), root=Path("/elsewhere"))
+    assert canonical(cfg) == {"lr": 0.2, "root": "/elsewhere", "sizes": [1, 2]}
+    assert config_hash(cfg, "v1") == config_hash({"sizes": [1, 2], "root": "/elsewhere", "lr": 0.2}, "v1")
     with pytest.raises(TypeError, match="set"):
         canonical({"a": {1, 2}})
 
@@ -131,3 +132,73 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
 def test_records_are_readable_by_others(st):
     st.put("exp", Cfg(), 1, {"acc": 0.5})
     assert st.path("exp", config_hash(Cfg(), 1)).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+# ------------------------------------------------------------------------------ keys that survive new fields
+def test_canonical_leaves_out_defaults_but_keeps_type_differences():
+    assert canonical(Cfg()) == {}
+    assert canonical(Cfg(lr=0.2)) == {"lr": 0.2}
+
+    @dataclasses.dataclass(frozen=True)
+    class Flag:
+        on: int = 1
+
+    assert canonical(Flag(on=True)) == {"on": True}  # True is not the default 1: kept, as the hash tells them apart
+
+
+def test_a_new_field_with_a_no_op_default_keeps_every_key():
+    from cascade.train import TrainConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Grown(TrainConfig):
+        compile: bool = False
+
+    assert config_hash(Grown(lr=0.05, epochs=3), 1) == config_hash(TrainConfig(lr=0.05, epochs=3), 1)
+    assert config_hash(Grown(lr=0.05, epochs=3, compile=True), 1) != config_hash(TrainConfig(lr=0.05, epochs=3), 1)
+
+
+PINNED_PRETRAIN = "5ae462233193"
+
+
+def test_known_run_keys_are_pinned():
+    # The paper profile's first pre-training run of 01, as committed in results/paper: a change to the canonical form or to a default that re-keys them fails here.
+    from cascade import experiments
+
+    exp = experiments.get("phenomenon")
+    runs = exp.all_runs(exp.make_config("paper"))
+    assert store.config_hash(runs[0], runs[0].version) == PINNED_PRETRAIN
+    assert (Path(__file__).parents[1] / "results" / "paper" / "pretrain" / f"{PINNED_PRETRAIN}.json").exists()
+
+
+def test_from_canonical_rebuilds_nested_runs_and_refuses_unknown_fields():
+    from cascade.experiments import runs as R
+
+    run = R.FinetuneRun(R.PretrainRun(R.DataConfig(train_size=None), "resnet8", 4, R.TrainConfig(milestones=(0.3,))),
+                        R.PruneConfig("gmp", 0.1), R.TrainConfig(lr=0.01))
+    assert store.from_canonical(R.FinetuneRun, canonical(run)) == run
+    assert store.from_canonical(R.FinetuneRun, json.loads(json.dumps(canonical(run)))) == run
+    with pytest.raises(ValueError, match="field.s. speed unknown to PruneConfig; allowed: criterion, fraction, seed"):
+        store.from_canonical(R.PruneConfig, {"criterion": "gmp", "fraction": 0.1, "speed": 2})
+
+
+def test_migrate_moves_old_full_form_records_to_current_keys(st):
+    from cascade.experiments import runs as R
+
+    run = R.PretrainRun(R.DataConfig(), "resnet8", 4, R.TrainConfig(epochs=2))
+    old = {"data": dataclasses.asdict(run.data), "model": "resnet8", "width": 4, "train": dataclasses.asdict(run.train)}
+    old["train"]["milestones"] = list(old["train"]["milestones"])
+    folder = st.root / "smoke" / "pretrain"
+    folder.mkdir(parents=True)
+    record = {"key": "0123456789ab", "experiment": "pretrain", "version": 1, "profile": "smoke", "config": old,
+              "meta": {"wall_time_s": 1.0}, "result": {"final": {"test_acc": 0.5}}}
+    (folder / "0123456789ab.json").write_text(json.dumps(record))
+    stale = dict(record, version=0, key="ffffffffffff")
+    (folder / "ffffffffffff.json").write_text(json.dumps(stale))
+    assert st.get("pretrain", run, 1) is None
+    moved = store.migrate(st.root, "smoke", {"pretrain": R.PretrainRun})
+    key = config_hash(run, 1)
+    assert moved == {"0123456789ab": key}
+    got = st.get("pretrain", run, 1)
+    assert got["result"] == record["result"] and got["meta"] == record["meta"] and got["key"] == key
+    assert sorted(p.stem for p in folder.glob("*.json")) == sorted([key, "ffffffffffff"])
+    assert store.migrate(st.root, "smoke", {"pretrain": R.PretrainRun}) == {}

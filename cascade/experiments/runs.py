@@ -164,5 +164,8 @@ def _round(x: float) -> float:
     return float(f"{x:.6g}")
 
 
+KINDS = {cls.kind: cls for cls in (PretrainRun, FinetuneRun)}
+
+
 def ensure(run, store: Store, quiet: bool = True) -> dict:
     return pretrained(run, store, quiet)[1] if isinstance(run, PretrainRun) else finetuned(run, store, quiet)

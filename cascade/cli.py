@@ -19,24 +19,20 @@ def _params(pairs: list[str]) -> dict:
     return out
 
 
-def _epochs(run) -> int:
-    from .experiments import runs as R
-
-    return run.train.epochs if isinstance(run, R.PretrainRun) else run.finetune.epochs
-
-
 def _estimate_s(run, store) -> float:
-    """Seconds a missing run is expected to take: the mean wall time of stored runs of its kind, per epoch."""
+    """Seconds a missing run is expected to take: its cost times the mean seconds per unit of cost of the
+    stored runs of its kind (nan when none is stored)."""
     from .experiments.runs import KINDS
     from .store import from_canonical
 
     folder = store.root / store.profile / run.kind
-    per_epoch = []
+    rates = []
     for path in folder.glob("*.json") if folder.exists() else ():
         rec = json.loads(path.read_text())
-        stored = from_canonical(KINDS[run.kind], rec["config"])
-        per_epoch.append(rec["meta"].get("wall_time_s", 0.0) / max(_epochs(stored), 1))
-    return (sum(per_epoch) / len(per_epoch) if per_epoch else float("nan")) * _epochs(run)
+        cost = from_canonical(KINDS[run.kind], rec["config"]).cost()
+        if cost > 0:
+            rates.append(rec["meta"].get("wall_time_s", 0.0) / cost)
+    return (sum(rates) / len(rates) if rates else float("nan")) * run.cost()
 
 
 def cmd_run(args) -> int:

@@ -13,7 +13,7 @@ import shutil
 import statistics
 import types
 import typing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -108,13 +108,8 @@ class Experiment:
         return self.config(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
 
     def all_runs(self, cfg) -> list:
-        """Every run the experiment needs, dependencies (pre-training) first, without duplicates."""
-        out: dict = {}
-        for run in self.runs(cfg):
-            if isinstance(run, R.FinetuneRun):
-                out.setdefault(run.pretrain, None)
-            out.setdefault(run, None)
-        return list(out)
+        """Every run the experiment needs, dependencies first, without duplicates."""
+        return R.closure(self.runs(cfg))
 
 
 def full_data() -> dict:
@@ -158,8 +153,8 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
     """Compute the missing runs of `exp` (all of them with `force`), then analyze the records.
 
     With `workers > 1`, independent runs go to that many processes with one intra-op thread each (the
-    benchmark found this faster than one process with all threads for these small networks); pre-training
-    runs come first, as the fine-tuning runs load their checkpoints.
+    benchmark found this faster than one process with all threads for these small networks); a run is
+    submitted once the runs it depends on are stored, as it loads their checkpoints.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
@@ -180,14 +175,40 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
         else:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_worker_start) as pool:
-                for stage in (R.PretrainRun, R.FinetuneRun):
-                    jobs = [pool.submit(R.ensure, r, store) for r in missing if isinstance(r, stage)]
-                    for job in as_completed(jobs):
-                        job.result()
-                        bar.update()
+                schedule(missing, lambda r: pool.submit(R.ensure, r, store), bar.update)
     records = [(r, store.get(r.kind, r, r.version)) for r in todo]
     tables, verdicts = exp.analyze(cfg, records)
     return Result(exp.name, store.profile, cfg, records, len(missing), tables, verdicts)
+
+
+def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any]) -> None:
+    """Submit each of `runs` once those of its dependencies that are among `runs` have finished; wait for all.
+
+    `runs` must list dependencies first (as `all_runs` does). The first failure is raised once the runs already
+    under way have finished, so no record is left half-computed by us.
+    """
+    among = set(runs)
+    waiting = {r: {d for d in r.deps() if d in among} for r in runs}
+    running: dict[Future, Any] = {}
+    error = None
+    while waiting or running:
+        if error is None:
+            for r in [r for r, deps in waiting.items() if not deps]:
+                running[submit(r)] = r
+                del waiting[r]
+        if not running:
+            break
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for job in finished:
+            r = running.pop(job)
+            if job.exception() is not None:
+                error = error or job.exception()
+                continue
+            done()
+            for deps in waiting.values():
+                deps.discard(r)
+    if error is not None:
+        raise error
 
 
 def _worker_start() -> None:
@@ -206,26 +227,18 @@ def forget(store: Store, runs: list) -> None:
         shutil.rmtree(store.checkpoint_dir(r.kind, key), ignore_errors=True)
 
 
-def labels(run: R.FinetuneRun) -> dict:
-    """The columns by which fine-tuning runs are grouped in tables and plots."""
-    ft = run.finetune
-    return {"model": run.pretrain.model, "criterion": run.prune.criterion, "fraction": run.prune.fraction,
-            "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "batch_size": ft.batch_size,
-            "epochs": ft.epochs, "precision": ft.precision}
-
-
 def tracker_frame(records: list[tuple[Any, dict]]) -> pd.DataFrame:
-    """Tidy tracker rows of every fine-tuning record, with the run's labels as columns."""
+    """Tidy tracker rows of every record that has them, with the run's labels as columns."""
     parts = [pd.DataFrame(rec["result"]["tracker"], columns=["epoch", "step", "layer", "metric", "value"])
-             .assign(**labels(run), key=rec["key"])
-             for run, rec in records if isinstance(run, R.FinetuneRun)]
+             .assign(**run.labels(), key=rec["key"])
+             for run, rec in records if "tracker" in rec["result"]]
     return pd.concat(parts, ignore_index=True)
 
 
-def history_frame(records: list[tuple[Any, dict]]) -> pd.DataFrame:
-    """Per-epoch train/test metrics of every fine-tuning record, tidy (one row per epoch and metric)."""
-    parts = [pd.DataFrame(rec["result"]["history"]).melt(id_vars="epoch", var_name="metric").assign(**labels(run))
-             for run, rec in records if isinstance(run, R.FinetuneRun)]
+def history_frame(records: list[tuple[Any, dict]], kind: str = "finetune") -> pd.DataFrame:
+    """Per-epoch train/test metrics of every `kind` record, tidy (one row per epoch and metric)."""
+    parts = [pd.DataFrame(rec["result"]["history"]).melt(id_vars="epoch", var_name="metric").assign(**run.labels())
+             for run, rec in records if run.kind == kind]
     return pd.concat(parts, ignore_index=True).dropna(subset=["value"])
 
 

@@ -1,7 +1,12 @@
-"""Run kinds shared by the experiments: pre-training a dense model, and prune-then-fine-tune.
+"""Run kinds: what one stored record is, how it is computed, and what it depends on.
 
-A run is a frozen dataclass: its content hash (with the kind's version) is its key in the store,
-so two experiments that need the same pre-trained model share one record and one checkpoint.
+A run is a frozen dataclass that subclasses `Run` and is registered with `@register`: its content hash
+(with the kind's version) is its key in the store, so two experiments that need the same pre-trained model
+share one record and one checkpoint. The executors (`core.execute`) know runs only through this protocol:
+`deps()` (runs whose checkpoints it reads, computed first), `compute(store, quiet)` (the result dict),
+`labels()` (columns for tables and plots) and `cost()` (for time estimates). Adding a kind is one module
+that defines and registers it; nothing else changes.
+
 `ensure(run)` is skip-if-exists: it returns the stored record or computes it, resuming from the
 run's last checkpoint if a previous attempt was interrupted.
 """
@@ -13,7 +18,7 @@ import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 
@@ -21,6 +26,47 @@ from .. import data, models, pruning
 from ..shedding import Tracker, TrackerConfig
 from ..store import Store, config_hash
 from ..train import Checkpoint, Evaluate, TrainConfig, default_device, load_weights, train
+
+
+class Run:
+    """The protocol of a run kind (subclasses are frozen dataclasses). `kind` names its folder in the store;
+    bump `version` when its code changes what it computes, so old records turn stale instead of being reused."""
+
+    kind: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    def deps(self) -> tuple[Run, ...]:
+        """Runs that must be stored (and checkpointed) before this one computes."""
+        return ()
+
+    def compute(self, store: Store, quiet: bool = True) -> dict:
+        """Compute the run, resuming from its checkpoint, store and return its record."""
+        raise NotImplementedError
+
+    def labels(self) -> dict:
+        """Columns by which this run's rows are grouped in tables and plots."""
+        return {}
+
+    def cost(self) -> float:
+        """Training images processed (SGD steps x batch size): what its wall time scales with."""
+        return 0.0
+
+
+KINDS: dict[str, type[Run]] = {}
+K = TypeVar("K", bound=type[Run])
+
+
+def register(cls: K) -> K:
+    """Make a run kind known to the store's migration and status (kinds are found by name in records)."""
+    if KINDS.get(cls.kind, cls) is not cls:
+        raise ValueError(f"run kind {cls.kind!r} is registered twice; allowed: a new name")
+    KINDS[cls.kind] = cls
+    return cls
+
+
+def _images(data_cfg: DataConfig, cfg: TrainConfig) -> float:
+    n = len(splits(data_cfg)[0])
+    return (cfg.epochs - cfg.start_epoch) * (n // cfg.batch_size) * cfg.batch_size
 
 
 @dataclass(frozen=True)
@@ -35,8 +81,9 @@ class DataConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(data.DATASETS)}")
 
 
+@register
 @dataclass(frozen=True)
-class PretrainRun:
+class PretrainRun(Run):
     """Train a dense model from scratch (its seed is `train.seed`)."""
 
     kind: ClassVar[str] = "pretrain"
@@ -49,6 +96,17 @@ class PretrainRun:
     def __post_init__(self):
         if self.model not in models.names():
             raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(models.names())}")
+
+    def compute(self, store: Store, quiet: bool = True) -> dict:
+        return pretrained(self, store, quiet)[1]
+
+    def labels(self) -> dict:
+        t = self.train
+        return {"model": self.model, "width": self.width, "seed": t.seed, "lr": t.lr, "weight_decay": t.weight_decay,
+                "batch_size": t.batch_size, "epochs": t.epochs, "precision": t.precision}
+
+    def cost(self) -> float:
+        return _images(self.data, self.train)
 
 
 @dataclass(frozen=True)
@@ -67,8 +125,9 @@ class PruneConfig:
             raise ValueError(f"fraction={self.fraction!r} is invalid; allowed: [0, 1)")
 
 
+@register
 @dataclass(frozen=True)
-class FinetuneRun:
+class FinetuneRun(Run):
     """Prune a pre-trained model one-shot, then fine-tune it while the shedding tracker watches."""
 
     kind: ClassVar[str] = "finetune"
@@ -77,6 +136,21 @@ class FinetuneRun:
     prune: PruneConfig
     finetune: TrainConfig
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def deps(self) -> tuple[Run, ...]:
+        return (self.pretrain,)
+
+    def compute(self, store: Store, quiet: bool = True) -> dict:
+        return finetuned(self, store, quiet)
+
+    def labels(self) -> dict:
+        ft = self.finetune
+        return {"model": self.pretrain.model, "criterion": self.prune.criterion, "fraction": self.prune.fraction,
+                "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "batch_size": ft.batch_size,
+                "epochs": ft.epochs, "precision": ft.precision}
+
+    def cost(self) -> float:
+        return _images(self.pretrain.data, self.finetune)
 
 
 @functools.lru_cache(maxsize=4)
@@ -164,8 +238,22 @@ def _round(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-KINDS = {cls.kind: cls for cls in (PretrainRun, FinetuneRun)}
+def ensure(run: Run, store: Store, quiet: bool = True) -> dict:
+    """The stored record of `run`, computed first when missing."""
+    record = store.get(run.kind, run, run.version)
+    return record if record is not None else run.compute(store, quiet)
 
 
-def ensure(run, store: Store, quiet: bool = True) -> dict:
-    return pretrained(run, store, quiet)[1] if isinstance(run, PretrainRun) else finetuned(run, store, quiet)
+def closure(runs) -> list[Run]:
+    """`runs` and everything they depend on, each once, every run after its dependencies."""
+    out: dict[Run, None] = {}
+
+    def visit(run: Run) -> None:
+        if run not in out:
+            for dep in run.deps():
+                visit(dep)
+            out[run] = None
+
+    for run in runs:
+        visit(run)
+    return list(out)

@@ -1,0 +1,107 @@
+"""Open run kinds: a kind defined outside the package is computed by the executor, dependencies first."""
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+
+from cascade.experiments import core
+from cascade.experiments import runs as R
+from cascade.store import Store
+
+
+@R.register
+@dataclass(frozen=True)
+class Square(R.Run):
+    """A toy kind: x squared, plus the results of the runs it depends on."""
+
+    kind: ClassVar[str] = "test-square"
+    x: int
+    after: tuple = ()
+    log: ClassVar[list] = []
+
+    def deps(self):
+        return self.after
+
+    def compute(self, store, quiet=True):
+        if self.x < 0:
+            raise ValueError(f"x={self.x} is invalid; allowed: x >= 0")
+        time.sleep(0.01 * (self.x % 3))
+        below = sum(store.get(d.kind, d, d.version)["result"]["value"] for d in self.after)
+        Square.log.append(self.x)
+        return store.put(self.kind, self, self.version, {"value": self.x ** 2 + below})
+
+    def labels(self):
+        return {"x": self.x}
+
+    def cost(self):
+        return float(self.x)
+
+
+def toy_experiment(runs):
+    return core.Experiment("toy", "99_toy", (), dict, {}, lambda cfg: runs,
+                           lambda cfg, records: ({}, [{"claim": "X", "value": [rec["result"]["value"]
+                                                                                for _, rec in records]}]))
+
+
+@pytest.fixture
+def store(tmp_path):
+    Square.log.clear()
+    return Store("smoke", root=tmp_path)
+
+
+def test_a_registered_kind_is_computed_dependencies_first(store):
+    a, b = Square(2), Square(3)
+    c = Square(4, after=(a, b))
+    exp = toy_experiment([c, Square(5, after=(c,))])
+    assert exp.all_runs({}) == [a, b, c, Square(5, after=(c,))]
+    result = core.execute(exp, {}, store, quiet=True)
+    assert result.verdicts[0]["value"] == [4, 9, 16 + 4 + 9, 25 + 29]  # hand-computed
+    assert Square.log == [2, 3, 4, 5] and R.KINDS["test-square"] is Square
+    core.execute(exp, {}, store, quiet=True)
+    assert Square.log == [2, 3, 4, 5]  # stored: nothing recomputed
+
+
+def test_schedule_submits_a_run_only_after_its_dependencies(store):
+    a, b = Square(1), Square(2)
+    c, d = Square(3, after=(a,)), Square(4, after=(b, a))
+    finished_before = {}
+
+    def submit(run):
+        finished_before[run] = set(Square.log)
+        return pool.submit(run.compute, store)
+
+    with ThreadPoolExecutor(2) as pool:
+        core.schedule([a, b, c, d], submit, lambda: None)
+    assert sorted(Square.log) == [1, 2, 3, 4]
+    assert finished_before[c] >= {1} and finished_before[d] >= {1, 2}
+
+
+def test_schedule_raises_the_first_failure_and_submits_nothing_after_it(store):
+    bad = Square(-1)
+    child = Square(6, after=(bad,))
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="x=-1 is invalid"):
+        core.schedule([bad, Square(3), child], lambda r: pool.submit(r.compute, store), lambda: None)
+    assert 6 not in Square.log and 3 in Square.log
+
+
+def test_registering_a_taken_kind_name_is_refused():
+    with pytest.raises(ValueError, match="run kind 'pretrain' is registered twice"):
+        @R.register
+        @dataclass(frozen=True)
+        class Other(R.Run):
+            kind: ClassVar[str] = "pretrain"
+
+
+def test_ported_kinds_declare_dependencies_labels_and_cost():
+    from cascade import experiments
+
+    exp = experiments.get("phenomenon")
+    cfg = exp.make_config("smoke")
+    ft = exp.runs(cfg)[0]
+    assert ft.deps() == (ft.pretrain,) and ft.pretrain.deps() == ()
+    assert ft.labels()["criterion"] == "none" and ft.pretrain.labels()["model"] == cfg.model
+    # cost: epochs x full batches x batch size, by hand from the smoke config
+    per_epoch = (cfg.train_size // cfg.batch_size) * cfg.batch_size
+    assert ft.cost() == cfg.finetune_epochs * per_epoch and ft.pretrain.cost() == cfg.pretrain_epochs * per_epoch

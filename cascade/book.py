@@ -19,12 +19,13 @@ from string import Template
 
 import nbformat
 
+from .report import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = re.compile(r"^\d\d_\w+\.ipynb$")
 KERNEL = "python3"
 # Lines of a stderr stream that are progress bars (tqdm and friends): carriage returns, "42%|", "3/10 [", "it/s]".
 PROGRESS = re.compile(r"\r|\d+%\||\d+/\d+ \[|\d+it \[|(?:it/s|s/it)\]")
-VERDICTS = {True: "reproduces", False: "does not reproduce", None: "inconclusive"}
 COMPUTE = "compute.json"  # wall time of the last compute phase of `build`, per profile
 VERSIONED = ["torch", "torchvision", "numpy", "jupyter-book", "papermill"]
 
@@ -183,33 +184,15 @@ def toc(chapters: list[str]) -> str:
 
 
 def claims_page(profile: str, chapters: list[str], template: Path) -> str:
-    """The "Claims at a glance" page: one row per (claim, experiment) with the stored verdict."""
-    from cascade import experiments
+    """The "Claims at a glance" page: `cascade claims`'s table, each row linked to its chapter's verdict."""
+    from cascade import report
 
-    rows = []
-    for claim, text in experiments.CLAIMS.items():
-        tested = [e for e in experiments.REGISTRY.values() if claim in e.claims]
-        if not tested:
-            rows.append([claim, text, "not yet tested", "", "", ""])
-        for exp in tested:
-            link = f"[{exp.notebook[:2]} verdict](chapters/{exp.notebook}.ipynb#verdict)" \
-                if exp.notebook in chapters else exp.notebook
-            found = [v for v in experiments.cached_verdicts(exp.name, profile) if v["claim"] == claim]
-            if not found:
-                rows.append([claim, text, "not run", "", "", link])
-            for v in found:
-                rows.append([claim, text, VERDICTS[v["holds"]], _effect(v), str(v["n_seeds"]), link])
-    head = ["Claim", "Statement", "Verdict", "Effect [95% CI]", "Seeds", "Evidence"]
-    table = [head, ["---"] * len(head)] + [[c.replace("|", "\\|") for c in r] for r in rows]
+    def link(row):
+        nb = row["notebook"]
+        return f"[{nb[:2]} verdict](chapters/{nb}.ipynb#verdict)" if nb in chapters else nb or ""
+
     return Template(template.read_text()).substitute(
-        profile=profile, table="\n".join("| " + " | ".join(r) + " |" for r in table))
-
-
-def _effect(verdict: dict) -> str:
-    if verdict["effect"] is None:
-        return ""
-    lo, hi = verdict["ci95"]
-    return f"{verdict['effect']:.3g} [{lo:.3g}, {hi:.3g}]"
+        profile=profile, table=report.claims_markdown(report.claims(profile), link))
 
 
 def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
@@ -218,8 +201,8 @@ def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
     papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb \\\n"
                  f"    -p profile {profile} -k {KERNEL} --cwd notebooks --no-progress-bar")
     return Template(template.read_text()).substitute(
-        versions=_table(["package", "version"], versions), hardware=_table(["", "this build"], hardware()),
-        walltimes=_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
+        versions=markdown_table(["package", "version"], versions), hardware=markdown_table(["", "this build"], hardware()),
+        walltimes=markdown_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
         compute=compute_section(profile),
         profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
 
@@ -238,7 +221,7 @@ def compute_section(profile: str) -> str:
         recs = [store.get(r.kind, r, r.version) for r in new]
         minutes = sum(rec["meta"].get("wall_time_s", 0.0) for rec in recs if rec) / 60
         rows.append((exp.notebook, len(runs), len(new), sum(rec is not None for rec in recs), f"{minutes:.1f}"))
-    text = _table(["notebook", "runs", "not shared with an earlier chapter", "of these stored",
+    text = markdown_table(["notebook", "runs", "not shared with an earlier chapter", "of these stored",
                    "their compute (process-minutes)"], rows) + "\n"
     path = store.root / profile / COMPUTE
     if path.exists():
@@ -248,10 +231,6 @@ def compute_section(profile: str) -> str:
                  f"**{c['wall_time_s'] / 60:.0f} minutes** of wall time, with {c['workers']} process(es) of "
                  f"{c['threads_per_process']} thread(s) on {c['hardware']}.\n")
     return text
-
-
-def _table(head, rows) -> str:
-    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [head, ["---"] * len(head), *rows])
 
 
 def _wall_time(chapter: Path) -> tuple[str, str]:
@@ -311,7 +290,7 @@ def bench_section(bench_dir: Path) -> str:
             f"conventional research code: a DataLoader (num_workers={tp['baseline_workers']}) with torchvision "
             "transforms, fp32, contiguous memory, `torch.nn.utils.prune` masks. Goals: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["goals"].items()) + ".\n\n")
-    text += _table(["model", "baseline img/s", "cascade fp32 img/s", "cascade bf16 img/s", f"speed-up ({p})",
+    text += markdown_table(["model", "baseline img/s", "cascade fp32 img/s", "cascade bf16 img/s", f"speed-up ({p})",
                     "fp32 ceiling", "mask overhead", "tracker overhead", "roofline"], rows) + "\n\n"
     text += ("*fp32 ceiling*: the speed-up over the baseline if the whole model ran at this machine's fp32 GEMM "
              "peak, an upper bound that no fp32 loop reaches (convolutions, BatchNorm and activations run below "
@@ -336,7 +315,7 @@ def bench_section(bench_dir: Path) -> str:
     text += ("Paper profile of each experiment alone, from an empty store, in process-minutes (stored wall times "
              "of its runs where stored, else estimated from the measured step times; `--workers 2` about halves "
              "the wall time):\n\n")
-    text += _table(["experiment", "process-minutes", "runs stored"],
+    text += markdown_table(["experiment", "process-minutes", "runs stored"],
                    [(n, f"{v['minutes']:.0f}", f"{v['stored_runs']}/{v['runs']}") for n, v in e2e.items()]) + "\n"
     png = bench_dir / "bench.png"
     if png.exists():

@@ -97,6 +97,19 @@ def cmd_bench(args) -> int:
     return bench.main(quick=args.quick, as_json=args.json)
 
 
+def cmd_claims(args) -> int:
+    from . import experiments, report
+
+    if args.profile not in experiments.PROFILES:
+        raise ValueError(f"unknown profile {args.profile!r}; allowed: {', '.join(experiments.PROFILES)}")
+    rows = report.claims(args.profile)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(report.claims_markdown(rows, statements=False))
+    return 0
+
+
 def cmd_migrate(args) -> int:
     from .experiments.runs import KINDS
     from .store import Store, migrate
@@ -145,6 +158,10 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="a few steps only (estimates, for smoke tests)")
     be.add_argument("--json", action="store_true", help="print one JSON object")
     be.set_defaults(func=cmd_bench)
+    c = sub.add_parser("claims", help="the claims table from stored records only (never computes)")
+    c.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
+    c.add_argument("--json", action="store_true", help="print a JSON list, one object per row")
+    c.set_defaults(func=cmd_claims)
     m = sub.add_parser("migrate", help="move stored records to the keys of the current config form (no compute)")
     m.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
     m.set_defaults(func=cmd_migrate)

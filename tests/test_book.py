@@ -31,7 +31,8 @@ def stub_experiments(mp):
     """Install a fake cascade.experiments: claim C1 holds, C2 fails, C3 is inconclusive, C4 has no result,
     T1 has no experiment."""
     verdicts = {"dummy": [
-        {"claim": "C1", "holds": True, "effect": 0.1234, "ci95": [0.05, 0.2], "n_seeds": 3, "summary": ""},
+        {"claim": "C1", "holds": True, "effect": 0.1234, "ci95": [0.05, 0.2], "n_seeds": 3, "summary": "",
+         "condition": "lr=0.1"},
         {"claim": "C2", "holds": False, "effect": -0.5, "ci95": [-0.75, -0.25], "n_seeds": 2, "summary": ""},
         {"claim": "C3", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 1, "summary": ""}]}
     module = types.ModuleType("cascade.experiments")
@@ -45,7 +46,7 @@ def stub_experiments(mp):
     module.status = lambda name, profile: {"missing": []}  # nothing to compute, so nothing is written
     module.run = lambda name, profile, workers=1: module.computed.append((name, profile, workers)) or \
         SimpleNamespace(computed=3)
-    module.cached_verdicts = lambda name, profile: verdicts.get(name, []) if profile == "smoke" else []
+    module.cached_verdicts = lambda name, profile, root=None: verdicts.get(name, []) if profile == "smoke" else []
     mp.setitem(sys.modules, "cascade.experiments", module)
     mp.setattr(sys.modules["cascade"], "experiments", module, raising=False)
     return module
@@ -73,11 +74,11 @@ def test_claims_page_rows(monkeypatch):
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
     link = "[01 verdict](chapters/01_dummy.ipynb#verdict)"
     assert rows == [
-        rf"| C1 | Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | {link} |",
-        f"| C2 | Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 | {link} |",
-        f"| C3 | Depth matters | inconclusive |  | 1 | {link} |",
-        "| C4 | Width matters | not run |  |  | 02_later |",  # no chapter 02_later: no link
-        "| T1 | Untested | not yet tested |  |  |  |",
+        rf"| C1 | Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | lr=0.1 | {link} |",
+        f"| C2 | Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 |  | {link} |",
+        f"| C3 | Depth matters | inconclusive |  | 1 |  | {link} |",
+        "| C4 | Width matters | not run |  |  |  | 02_later |",  # no chapter 02_later: no link
+        "| T1 | Untested | not yet tested |  |  |  |  |",
     ]
     assert "profile `smoke`" in page
 

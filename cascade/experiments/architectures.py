@@ -184,11 +184,11 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         "C2", c2.tolist(), 0.01,
         f"C2 {{word}} on {first}: hot fine-tuning closes {{mean:.3f}} of random pruning's accuracy gap to GMP at "
         "equal effective sparsity, relative to cold fine-tuning (95% CI {lo:.3f} to {hi:.3f}, n={n} seeds; "
-        "threshold 0.01).")
+        "threshold 0.01).", condition=f"{first}, hot vs cold fine-tuning")
     v3 = core.verdict(
         "C3", c3.tolist(), 0.0,
         f"C3 {{word}}: the gap closed by the cascade is {{mean:.3f}} larger on {first} than on {second} "
-        "(95% CI {lo:.3f} to {hi:.3f}, n={n} paired seeds; threshold 0).")
+        "(95% CI {lo:.3f} to {hi:.3f}, n={n} paired seeds; threshold 0).", condition=f"{first} vs {second}")
     summary = final.groupby(["model", "condition", "criterion", "fraction"])[
         ["effective_sparsity", "removal_acc"]].mean()
     layers = layer_shed(cfg, frame)

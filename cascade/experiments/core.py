@@ -46,17 +46,19 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def verdict(claim: str, values: list[float], threshold: float, summary: str, above: bool = True) -> dict:
+def verdict(claim: str, values: list[float], threshold: float, summary: str, above: bool = True,
+            condition: str = "") -> dict:
     """A claim holds when the 95% CI of its per-seed effect lies beyond `threshold` (above it, or below it
     with `above=False`), fails when the CI lies on the other side, and is inconclusive (None) when it
     straddles the threshold or there are too few seeds.
-    `summary` may use {mean}, {lo}, {hi}, {n} and {word} (holds / does not hold / is inconclusive)."""
+    `summary` may use {mean}, {lo}, {hi}, {n} and {word} (holds / does not hold / is inconclusive);
+    `condition` says briefly where the effect was measured (model, setting), for the claims table."""
     m, lo, hi = mean_ci(values)
     beyond, short = (lo > threshold, hi < threshold) if above else (hi < threshold, lo > threshold)
     holds = None if math.isnan(lo) else (True if beyond else False if short else None)
     word = {True: "holds", False: "does not hold", None: "is inconclusive"}[holds]
     return {"claim": claim, "holds": holds, "effect": _r(m), "ci95": [_r(lo), _r(hi)], "n_seeds": len(values),
-            "summary": summary.format(mean=m, lo=lo, hi=hi, n=len(values), word=word)}
+            "condition": condition, "summary": summary.format(mean=m, lo=lo, hi=hi, n=len(values), word=word)}
 
 
 def _r(x: float) -> float | None:

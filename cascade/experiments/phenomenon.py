@@ -94,7 +94,9 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     v = core.verdict(
         "C1", per_seed, 1.0,
         "C1 {word} at our scale: after pruning, fine-tuning sheds {mean:.2f}x the pruned fraction beyond the "
-        "unpruned control (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; threshold 1x).")
+        "unpruned control (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; threshold 1x).",
+        condition=f"{cfg.model} w{cfg.width}, one-shot {'+'.join(cfg.criteria)} at "
+                  f"{', '.join(f'{f:g}' for f in cfg.fractions)}")
     return {"summary": summary, "excess": ex, "frame": frame, "history": hist}, [v]
 
 

@@ -52,7 +52,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     v = core.verdict("bf16", per_seed, 1.0,
                      "bf16 as a stand-in for fp32 {word}: the larger paired fp32-bf16 difference is {mean:.2f} "
                      "seed standard deviations (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; acceptable below 1).",
-                     above=False)
+                     above=False, condition="bf16 vs fp32 fine-tuning")
     summary = table.groupby(["precision", "criterion"])[["d_shed_tau0", "test_acc"]].agg(["mean", "std"])
     return {"summary": summary, "paired": table, "frame": frame}, [v]
 

@@ -155,7 +155,8 @@ def verdict(cfg: Config, ex: pd.DataFrame, table: pd.DataFrame) -> dict:
         f"C1 {{word}} at the best grid point lr={best[0]:g}, wd={best[1]:g} (batch {cfg.batch_size}, "
         f"{cfg.finetune_epochs} epochs, {cfg.fraction:.0%} pruned): excess shedding {{mean:.2f}}x the pruned "
         f"fraction (95% CI {{lo:.2f}} to {{hi:.2f}}, n={{n}} seeds; threshold 1x). The CI lies above 1 at: "
-        f"{where} (of {len(grid)} grid points).")
+        f"{where} (of {len(grid)} grid points).",
+        condition=f"{cfg.model} w{cfg.width}, best of {len(grid)} (lr, wd) points: lr={best[0]:g}, wd={best[1]:g}")
 
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:

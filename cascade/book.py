@@ -35,7 +35,7 @@ class BookError(RuntimeError):
 
 
 def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, notebook_dir=None,
-          workers: int = 1) -> Path:
+          workers: int = 1, scheduler: str | None = None) -> Path:
     """Compute the missing runs, execute the notebooks (all, or the one named `only`) and build the book; return
     its index.html.
 
@@ -55,7 +55,7 @@ def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, 
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
     try:
-        compute(profile, [nb.stem for nb in todo], force, workers)
+        compute(profile, [nb.stem for nb in todo], force, workers, scheduler)
         return _build(profile, src, Path(out_dir) if out_dir else src, notebooks, todo)
     except BookError:
         raise
@@ -67,8 +67,9 @@ def _first_line(err) -> str:
     return next(iter(str(err).strip().splitlines()), "")
 
 
-def compute(profile: str, notebooks: list[str], force: bool, workers: int) -> None:
-    """Compute the runs of the experiments behind `notebooks` that are not stored (all of them with `force`).
+def compute(profile: str, notebooks: list[str], force: bool, workers: int, scheduler: str | None = None) -> None:
+    """Compute the runs of the experiments behind `notebooks` that are not stored (all of them with `force`),
+    in `workers` local processes or on the Dask cluster at `scheduler`.
 
     When anything was computed, its wall time goes to <store>/<profile>/compute.json for the appendix.
     """
@@ -84,11 +85,12 @@ def compute(profile: str, notebooks: list[str], force: bool, workers: int) -> No
 
         forget(store, [r for e in exps for r in e.all_runs(e.make_config(profile))])
     start = time.perf_counter()
-    computed = {e.name: experiments.run(e.name, profile, workers=workers).computed  # analysis is the notebook's
+    computed = {e.name: experiments.run(e.name, profile, workers=workers, scheduler=scheduler).computed
                 for e in exps if experiments.status(e.name, profile)["missing"]}
     if sum(computed.values()):
         atomic_write_text(store.root / profile / COMPUTE, json.dumps({
             "wall_time_s": round(time.perf_counter() - start, 1), "runs_computed": computed, "workers": workers,
+            **({"scheduler": scheduler} if scheduler else {}),
             "threads_per_process": 1 if workers > 1 else torch.get_num_threads(), "hardware": dict(hardware())["CPU"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
 
@@ -228,8 +230,9 @@ def compute_section(profile: str) -> str:
         c = json.loads(path.read_text())
         text += (f"\nThe last time `python -m cascade book --profile {profile}` computed runs "
                  f"({c['created'][:10]}), it computed {sum(c['runs_computed'].values())} of them in "
-                 f"**{c['wall_time_s'] / 60:.0f} minutes** of wall time, with {c['workers']} process(es) of "
-                 f"{c['threads_per_process']} thread(s) on {c['hardware']}.\n")
+                 f"**{c['wall_time_s'] / 60:.0f} minutes** of wall time, "
+                 + (f"on the workers of the Dask cluster at {c['scheduler']}.\n" if c.get("scheduler") else
+                    f"with {c['workers']} process(es) of {c['threads_per_process']} thread(s) on {c['hardware']}.\n"))
     return text
 
 

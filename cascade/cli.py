@@ -39,7 +39,7 @@ def cmd_run(args) -> int:
     from . import experiments
 
     result = experiments.run(args.experiment, args.profile, force=args.force, quiet=args.json,
-                             workers=args.workers, **_params(args.param))
+                             workers=args.workers, scheduler=args.scheduler, **_params(args.param))
     if args.json:
         print(json.dumps({"experiment": result.experiment, "profile": result.profile, "runs": len(result.records),
                           "computed": result.computed, "verdicts": result.verdicts}))
@@ -87,7 +87,8 @@ def cmd_list(args) -> int:
 def cmd_book(args) -> int:
     from . import book
 
-    print(book.build(profile=args.profile, only=args.only, force=args.force, workers=args.workers))
+    print(book.build(profile=args.profile, only=args.only, force=args.force, workers=args.workers,
+                     scheduler=args.scheduler))
     return 0
 
 
@@ -130,6 +131,9 @@ def _workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="compute independent runs in this many single-threaded processes (default 1; "
                         "2 is fastest on 2 cores, see the benchmark)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="compute on the workers of this Dask scheduler instead (default $CASCADE_SCHEDULER); "
+                        "records are written here")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ def stub_experiments(mp):
                        for name, nb, claims in [("dummy", "01_dummy", ["C1", "C2", "C3"]), ("later", "02_later", ["C4"])]}
     module.computed = []  # (name, profile, workers) of every run() call
     module.status = lambda name, profile: {"missing": []}  # nothing to compute, so nothing is written
-    module.run = lambda name, profile, workers=1: module.computed.append((name, profile, workers)) or \
+    module.run = lambda name, profile, workers=1, scheduler=None: module.computed.append((name, profile, workers)) or \
         SimpleNamespace(computed=3)
     module.cached_verdicts = lambda name, profile, root=None: verdicts.get(name, []) if profile == "smoke" else []
     mp.setitem(sys.modules, "cascade.experiments", module)

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import pytest
 
+from cascade import executors
 from cascade.experiments import core
 from cascade.experiments import runs as R
 from cascade.store import Store
@@ -73,7 +74,7 @@ def test_schedule_submits_a_run_only_after_its_dependencies(store):
         return pool.submit(run.compute, store)
 
     with ThreadPoolExecutor(2) as pool:
-        core.schedule([a, b, c, d], submit, lambda: None)
+        executors.schedule([a, b, c, d], submit, lambda: None)
     assert sorted(Square.log) == [1, 2, 3, 4]
     assert finished_before[c] >= {1} and finished_before[d] >= {1, 2}
 
@@ -82,7 +83,7 @@ def test_schedule_raises_the_first_failure_and_submits_nothing_after_it(store):
     bad = Square(-1)
     child = Square(6, after=(bad,))
     with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="x=-1 is invalid"):
-        core.schedule([bad, Square(3), child], lambda r: pool.submit(r.compute, store), lambda: None)
+        executors.schedule([bad, Square(3), child], lambda r: pool.submit(r.compute, store), lambda: None)
     assert 6 not in Square.log and 3 in Square.log
 
 

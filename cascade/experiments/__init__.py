@@ -39,12 +39,13 @@ def get(name: str) -> Experiment:
 
 
 def run(name: str, profile: str = "paper", force: bool = False, quiet: bool = False, root=None, workers: int = 1,
-        **params) -> Result:
+        scheduler: str | None = None, **params) -> Result:
     """Compute what is missing for experiment `name` under `profile` (+ overrides) and analyze it;
-    `workers` > 1 runs independent runs in that many single-threaded processes."""
+    `workers` > 1 runs independent runs in that many single-threaded processes, and a Dask `scheduler`
+    address (default $CASCADE_SCHEDULER) sends them to that cluster."""
     exp = get(name)
     cfg = exp.make_config(profile, **params)
-    return execute(exp, cfg, Store(profile, root), force=force, quiet=quiet, workers=workers)
+    return execute(exp, cfg, Store(profile, root), force=force, quiet=quiet, workers=workers, scheduler=scheduler)
 
 
 def status(name: str, profile: str = "paper", root=None, **params) -> dict:

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import os
 import shutil
 import statistics
 import types
 import typing
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
+from .. import executors
 from ..store import Store, config_hash
 from . import runs as R
 
@@ -151,12 +149,13 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             from None
 
 
-def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool = False, workers: int = 1) -> Result:
+def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool = False, workers: int = 1,
+            scheduler: str | None = None) -> Result:
     """Compute the missing runs of `exp` (all of them with `force`), then analyze the records.
 
     With `workers > 1`, independent runs go to that many processes with one intra-op thread each (the
-    benchmark found this faster than one process with all threads for these small networks); a run is
-    submitted once the runs it depends on are stored, as it loads their checkpoints.
+    benchmark found this faster than one process with all threads for these small networks); with a Dask
+    `scheduler` address, to that cluster's workers (`executors.compute`).
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
@@ -166,59 +165,15 @@ def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool
         raise ValueError(f"{len(missing)} of {len(todo)} runs of {exp.name} [{store.profile}] are not stored and "
                          f"{READ_ONLY} is set; allowed: only stored runs (compute them with "
                          f"`python -m cascade run {exp.name} --profile {store.profile}`)")
+    client = executors.connect(scheduler) if missing else None
     if force:
         forget(store, missing)
     with tqdm(total=len(missing), desc=f"{exp.name} [{store.profile}]", disable=quiet or not missing,
               unit="run") as bar:
-        if workers == 1:
-            for r in missing:
-                R.ensure(r, store, quiet=True)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_start) as pool:
-                schedule(missing, lambda r: pool.submit(R.ensure, r, store), bar.update)
+        executors.compute(missing, store, workers, client, bar.update)
     records = [(r, store.get(r.kind, r, r.version)) for r in todo]
     tables, verdicts = exp.analyze(cfg, records)
     return Result(exp.name, store.profile, cfg, records, len(missing), tables, verdicts)
-
-
-def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any]) -> None:
-    """Submit each of `runs` once those of its dependencies that are among `runs` have finished; wait for all.
-
-    `runs` must list dependencies first (as `all_runs` does). The first failure is raised once the runs already
-    under way have finished, so no record is left half-computed by us.
-    """
-    among = set(runs)
-    waiting = {r: {d for d in r.deps() if d in among} for r in runs}
-    running: dict[Future, Any] = {}
-    error = None
-    while waiting or running:
-        if error is None:
-            for r in [r for r, deps in waiting.items() if not deps]:
-                running[submit(r)] = r
-                del waiting[r]
-        if not running:
-            break
-        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-        for job in finished:
-            r = running.pop(job)
-            if job.exception() is not None:
-                error = error or job.exception()
-                continue
-            done()
-            for deps in waiting.values():
-                deps.discard(r)
-    if error is not None:
-        raise error
-
-
-def _worker_start() -> None:
-    """One intra-op thread per sweep process, and the AMX cap before its first convolution."""
-    from .._cpu import guard_amx
-
-    torch.set_num_threads(1)
-    guard_amx()
 
 
 def forget(store: Store, runs: list) -> None:

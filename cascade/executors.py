@@ -1,0 +1,155 @@
+"""Where runs are computed: in this process, in local worker processes, or on a Dask cluster.
+
+Every executor sees runs only through their protocol (`experiments.runs.Run`): it submits a run once the runs
+it depends on are done, and the record of a run appears in the store only whole (atomic writes), so a crash
+leaves nothing half-written. On Dask, workers need no shared file system: each computes in a private
+temporary store, the client writes the records, and a dependency's checkpoint files travel with the task
+that needs them. A worker that dies mid-run costs only that run's progress: Dask runs it again elsewhere.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .store import Store, config_hash
+
+SCHEDULER_ENV = "CASCADE_SCHEDULER"
+
+
+def connect(scheduler: str | None = None):
+    """A Dask client for `scheduler` (default $CASCADE_SCHEDULER), or None for local computing.
+
+    Called before any compute or progress bar, so a wrong address is a one-line error up front.
+    """
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if address is None:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError(f"scheduler {address!r} needs dask.distributed; allowed: no scheduler, or "
+                         "`pip install dask distributed`") from None
+    try:
+        return Client(address, timeout=5)
+    except (OSError, TimeoutError) as e:
+        raise ValueError(f"no Dask scheduler answers at {address!r} ({e}); allowed: the address a running "
+                         "`dask scheduler` prints, e.g. tcp://127.0.0.1:8786") from None
+
+
+def compute(runs: list, store: Store, workers: int = 1, client=None, done: Callable[[], Any] = lambda: None) -> None:
+    """Compute `runs` (dependencies listed first) into `store`, calling `done()` after each: on the Dask cluster
+    of `client` (see `connect`), or in `workers` local processes of one intra-op thread each."""
+    from .experiments import runs as R
+
+    if client is not None:
+        on_dask(runs, store, client, done)
+    elif workers == 1:
+        for run in runs:
+            R.ensure(run, store, quiet=True)
+            done()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_start) as pool:
+            schedule(runs, lambda r: pool.submit(R.ensure, r, store), done)
+
+
+def _worker_start() -> None:
+    """One intra-op thread per sweep process, and the AMX cap before its first convolution."""
+    from ._cpu import guard_amx
+
+    torch.set_num_threads(1)
+    guard_amx()
+
+
+def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any]) -> None:
+    """Submit each of `runs` once those of its dependencies that are among `runs` have finished; wait for all.
+
+    `runs` must list dependencies first. The first failure is raised once the runs already under way have
+    finished, and nothing is submitted after it.
+    """
+    among = set(runs)
+    waiting = {r: {d for d in r.deps() if d in among} for r in runs}
+    running: dict[Future, Any] = {}
+    error = None
+    while waiting or running:
+        if error is None:
+            for r in [r for r, deps in waiting.items() if not deps]:
+                running[submit(r)] = r
+                del waiting[r]
+        if not running:
+            break
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for job in finished:
+            r = running.pop(job)
+            if job.exception() is not None:
+                error = error or job.exception()
+                continue
+            done()
+            for deps in waiting.values():
+                deps.discard(r)
+    if error is not None:
+        raise error
+
+
+# ------------------------------------------------------------------------------------------------------- Dask
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def _unpack(store: Store, run, record: dict | None, files: dict[str, bytes]) -> None:
+    """Put a run's record and checkpoint files into `store` (a worker's private one, or the client's)."""
+    key = config_hash(run, run.version)
+    if record is not None and store.get(run.kind, run, run.version) is None:
+        store.put(run.kind, run, run.version, record["result"], record["meta"])
+    folder = store.checkpoint_dir(run.kind, key)
+    for name, data in files.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+
+
+def _remote(run, profile: str, deps: list) -> tuple[dict, dict[str, bytes]]:
+    """On a Dask worker: compute `run` in a private store seeded with its dependencies' records and checkpoints
+    (`deps`: (run, (record, files)) each); return its record and checkpoint files."""
+    from .experiments import runs as R
+
+    _worker_start()
+    tmp = Path(tempfile.mkdtemp(prefix="cascade-"))
+    try:
+        store = Store(profile, root=tmp / "results", cache=tmp / "cache")
+        for dep, (record, files) in deps:
+            _unpack(store, dep, record, files)
+        record = R.ensure(run, store, quiet=True)
+        return record, _files(store.checkpoint_dir(run.kind, config_hash(run, run.version)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def on_dask(runs: list, store: Store, client, done: Callable[[], Any]) -> None:
+    """Compute `runs` on the Dask cluster of `client`, which it closes; records are written here, by the client."""
+    from distributed import as_completed
+
+    with client:
+        futures, by_future = {}, {}
+        for run in runs:
+            deps = []  # a future Dask resolves on the worker, or what the client has of an already stored run
+            for dep in run.deps():
+                stored = (store.get(dep.kind, dep, dep.version),
+                          _files(store.checkpoint_dir(dep.kind, config_hash(dep, dep.version))))
+                deps.append((dep, futures.get(dep, stored)))
+            key = f"{run.kind}-{config_hash(run, run.version)}"
+            futures[run] = client.submit(_remote, run, store.profile, deps, key=key, pure=False, retries=2)
+            by_future[futures[run]] = run
+        for future in as_completed(list(by_future)):
+            record, files = future.result()
+            run = by_future[future]
+            _unpack(store, run, record, files)
+            done()

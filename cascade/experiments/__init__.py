@@ -1,8 +1,11 @@
 """The experiments behind the book: one per notebook, each testing claims from papers.md."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import pkgutil
+
 from ..store import Store
-from . import architectures, phenomenon, precision, temperature
 from .core import PROFILES, Experiment, Result, execute
 
 CLAIMS = {
@@ -28,14 +31,33 @@ CLAIMS = {
           "SAM's rho.",
 }
 
-REGISTRY: dict[str, Experiment] = {e.name: e for e in (phenomenon.EXPERIMENT, precision.EXPERIMENT,
-                                                           temperature.EXPERIMENT, architectures.EXPERIMENT)}
+
+
+def _discover() -> dict[str, Experiment]:
+    """Every module of this package that defines EXPERIMENT, in notebook order; importing them also registers
+    the run kinds they define. A new chapter is one module here and its notebook."""
+    found = [getattr(importlib.import_module(f"{__name__}.{m.name}"), "EXPERIMENT", None)
+             for m in pkgutil.iter_modules(__path__)]
+    return {e.name: e for e in sorted((e for e in found if isinstance(e, Experiment)), key=lambda e: e.notebook)}
+
+
+REGISTRY: dict[str, Experiment] = _discover()
 
 
 def get(name: str) -> Experiment:
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def parameters(name: str) -> list[str]:
+    """The names a notebook's parameters cell declares: profile, force, then every config field of `name`."""
+    return ["profile", "force", *(f.name for f in dataclasses.fields(get(name).config))]
+
+
+def overrides(name: str, namespace: dict) -> dict:
+    """The config fields of experiment `name` that a notebook's parameters set (not None) in `namespace`."""
+    return {k: namespace[k] for k in parameters(name)[2:] if namespace.get(k) is not None}
 
 
 def run(name: str, profile: str = "paper", force: bool = False, quiet: bool = False, root=None, workers: int = 1,

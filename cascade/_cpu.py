@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .store import default_cache
+
 PROBE = ("import torch\n"
          "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
          "    torch.nn.Linear(64, 64)(torch.randn(128, 64)).float().sum()\n")
@@ -42,7 +44,7 @@ def guard_amx() -> None:
         return
     model = next((line for line in info.splitlines() if line.startswith("model name")), "")
     key = hashlib.sha256(f"{model}|{platform.release()}|{platform.node()}".encode()).hexdigest()[:16]
-    marker = Path(os.environ.get("CASCADE_CACHE", Path.home() / ".cache" / "cascade")) / f"amx-{key}"
+    marker = default_cache() / f"amx-{key}"
     if not marker.exists():
         ok = subprocess.run([sys.executable, "-c", PROBE], capture_output=True).returncode == 0
         marker.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data, models, pruning
-from .store import REPO, atomic_write_text
+from .store import REPO, atomic_write_text, default_cache
 from .train import State, TrainConfig, evaluate, train
 
 # MobileNetV2 (CIFAR variant) at width 8 (width_mult 0.25), the width the architectures experiment trains on CPU;
@@ -181,7 +181,7 @@ def baseline_loader(batch_size: int, workers: int, stats, size: int):
 
     mean, std = (tuple(s.tolist()) for s in stats)
     tf = T.Compose([T.RandomCrop(28, padding=2), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    ds = datasets.FashionMNIST(root=str(data._cache_dir()), train=True, transform=tf)
+    ds = datasets.FashionMNIST(root=str(default_cache()), train=True, transform=tf)
     index = data.stratified_index(torch.as_tensor(ds.targets), size, 0)
     return DataLoader(Subset(ds, index.tolist()), batch_size=batch_size, shuffle=True, num_workers=workers)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .store import default_cache
+
 DATASETS = ("fashion-mnist", "cifar10", "synthetic")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 HOW_TO_GET = {
@@ -123,10 +125,6 @@ def _data_root(root) -> Path | None:
                                                  else None)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("CASCADE_CACHE", Path.home() / ".cache" / "cascade"))
-
-
 def _fashion_mnist(root, download: bool) -> tuple[Split, Split]:
     """Read through torchvision's FashionMNIST after staging the raw files (plain or .gz) in our cache.
 
@@ -139,7 +137,7 @@ def _fashion_mnist(root, download: bool) -> tuple[Split, Split]:
     given = _data_root(root)
     candidates = [given] if given is not None else [Path(d) for d in FASHION_MNIST_DIRS]
     files = [f"{s}-{k}" for s in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
-    raw = _cache_dir() / "FashionMNIST" / "raw"
+    raw = default_cache() / "FashionMNIST" / "raw"
     for base in [b for d in candidates for b in (d, d / "FashionMNIST" / "raw")]:
         if not all((base / f).exists() or (base / f"{f}.gz").exists() for f in files):
             continue
@@ -157,7 +155,7 @@ def _fashion_mnist(root, download: bool) -> tuple[Split, Split]:
                 tmp.rmdir()
         return _tv_splits(FashionMNIST, raw.parent.parent, False, "fashion-mnist")
     if download:
-        return _tv_splits(FashionMNIST, given or _cache_dir(), True, "fashion-mnist")
+        return _tv_splits(FashionMNIST, given or default_cache(), True, "fashion-mnist")
     where = str(given) if given is not None else ", ".join(FASHION_MNIST_DIRS)
     raise FileNotFoundError(f"Fashion-MNIST not found in {where}; {HOW_TO_GET['fashion-mnist']}")
 
@@ -165,7 +163,7 @@ def _fashion_mnist(root, download: bool) -> tuple[Split, Split]:
 def _cifar10(root, download: bool) -> tuple[Split, Split]:
     from torchvision.datasets import CIFAR10
 
-    base = _data_root(root) or _cache_dir()
+    base = _data_root(root) or default_cache()
     if not download and not (base / "cifar-10-batches-py").exists():
         raise FileNotFoundError(f"CIFAR-10 not found in {base}; {HOW_TO_GET['cifar10']}")
     return _tv_splits(CIFAR10, base, download, "cifar10")

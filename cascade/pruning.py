@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from . import models
-from .train import Callback
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -183,6 +182,11 @@ def _mul(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ validation
+def check_criterion(criterion: str, opts: Mapping) -> None:
+    """Raise ValueError (one line) unless `criterion` is known and `opts` fit it; before any training."""
+    _resolve(CRITERIA, "criterion", criterion, opts)
+
+
 def _resolve(registry: Mapping[str, Callable], what: str, key: str, opts: Mapping) -> Callable:
     """registry[key], after checking `opts` against its keyword-only parameters."""
     if key not in registry:
@@ -519,24 +523,3 @@ def schedule(kind: str, total_steps: int, sparsity: float, *, initial: float = 0
             events.append((step, (level(target) - done) / scale))
             done = level(target)
     return events
-
-
-class PruneSchedule(Callback):
-    """Training-loop callback that carries out `schedule(...)` events: before optimizer step `step` it prunes
-    `fraction` more with `criterion` among the current survivors, and installs the new mask (which zeroes the
-    pruned weights and their momentum). Used for iterative and gradual pruning; one-shot can prune up front.
-    """
-
-    every_steps = 1
-
-    def __init__(self, criterion: str, events: list[tuple[int, float]], seed: int = 0, **opts):
-        _resolve(CRITERIA, "criterion", criterion, opts)
-        self.criterion, self.events, self.seed, self.opts = criterion, dict(events), seed, opts
-
-    def _maybe_prune(self, state) -> None:
-        fraction = self.events.get(state.step)
-        if fraction:
-            state.set_mask(prune(state.model, self.criterion, fraction, seed=self.seed + state.step,
-                                 mask=state.mask, **self.opts))
-
-    on_start = on_step = _maybe_prune

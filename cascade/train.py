@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import pruning
 from ._cpu import guard_amx
 from .data import Loader, Split
 
@@ -113,7 +114,7 @@ class State:
     cfg: TrainConfig
     stats: tuple[torch.Tensor, torch.Tensor]
     device: torch.device
-    mask: object = None
+    mask: pruning.Mask | None = None
     epoch: int = 0
     step: int = 0
     steps_per_epoch: int = 0
@@ -299,3 +300,24 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
             ckpt.save(state, callbacks)
     bar.close()
     return state
+
+
+class PruneSchedule(Callback):
+    """Training-loop callback that carries out `pruning.schedule(...)` events: before optimizer step `step` it prunes
+    `fraction` more with `criterion` among the current survivors, and installs the new mask (which zeroes the
+    pruned weights and their momentum). Used for iterative and gradual pruning; one-shot can prune up front.
+    """
+
+    every_steps = 1
+
+    def __init__(self, criterion: str, events: list[tuple[int, float]], seed: int = 0, **opts):
+        pruning.check_criterion(criterion, opts)
+        self.criterion, self.events, self.seed, self.opts = criterion, dict(events), seed, opts
+
+    def _maybe_prune(self, state) -> None:
+        fraction = self.events.get(state.step)
+        if fraction:
+            state.set_mask(pruning.prune(state.model, self.criterion, fraction, seed=self.seed + state.step,
+                                         mask=state.mask, **self.opts))
+
+    on_start = on_step = _maybe_prune

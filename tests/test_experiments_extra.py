@@ -1,10 +1,10 @@
-"""Analysis of the temperature (02) and architectures (03) experiments on small hand-made records."""
+"""Analysis of the conditions (02) and architectures (03) experiments on small hand-made records."""
 import math
 
 import pandas as pd
 import pytest
 
-from cascade.experiments import REGISTRY, architectures, temperature
+from cascade.experiments import REGISTRY, architectures, conditions
 
 
 def tracker_rows(rows, **labels):
@@ -20,35 +20,35 @@ def shed(start, end, criterion, seed):
                         criterion=criterion, seed=seed, key=f"{criterion}{seed}", **POINT)
 
 
-def test_temperature_excess_and_point_ci_by_hand():
+def test_conditions_excess_and_point_ci_by_hand():
     # seed 0: control rises 0.02, gmp 0.2 -> E = (0.2 * 0.9 - 0.02) / 0.1 = 1.6
     # seed 1: control rises 0.0, gmp 0.2222.. -> E = (0.2 - 0) / 0.1 = 2.0
     frame = pd.concat([shed(0.1, 0.12, "none", 0), shed(0.0, 0.2, "gmp", 0),
                        shed(0.1, 0.1, "none", 1), shed(0.0, 2 / 9, "gmp", 1)], ignore_index=True)
-    ex = temperature.excess(frame)
+    ex = conditions.excess(frame)
     assert ex.sort_values("seed").excess_ratio.tolist() == pytest.approx([1.6, 2.0])
-    row = temperature.point_table(ex).iloc[0]
+    row = conditions.point_table(ex).iloc[0]
     half = 12.706 * math.sqrt(0.08) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(n), sd of (1.6, 2.0) = sqrt(0.08)
     assert (row.excess_ratio, row.ci_lo, row.ci_hi) == pytest.approx((1.8, 1.8 - half, 1.8 + half))
 
 
-def test_temperature_norm_ratio_is_global_norm_end_over_start():
+def test_conditions_norm_ratio_is_global_norm_end_over_start():
     rows = [[0, 0, "conv1.weight", "norm", 3.0], [0, 0, "fc.weight", "norm", 4.0],
             [2, 20, "conv1.weight", "norm", 1.5], [2, 20, "fc.weight", "norm", 2.0]]
     rows += [[e, s, "global", m, v] for e, s, v in ((0, 0, 0.0), (2, 20, 0.3))
              for m in ("shed_abs@0.001", "shed_rms@0.05", "dead_filters", "dead_bn")]
-    table = temperature.scale_table(tracker_rows(rows, criterion="gmp", seed=0, key="k", **POINT))
+    table = conditions.scale_table(tracker_rows(rows, criterion="gmp", seed=0, key="k", **POINT))
     assert table.norm_ratio.iloc[0] == pytest.approx(0.5)  # sqrt(1.5^2 + 2^2) / sqrt(3^2 + 4^2)
     assert table["d_shed_rms@0.05"].iloc[0] == pytest.approx(0.3)
 
 
-def test_temperature_config_and_paper_run_count():
+def test_conditions_config_and_paper_run_count():
     with pytest.raises(ValueError, match="finetune_lr=0.5"):
-        REGISTRY["temperature"].make_config("paper", finetune_lr=0.5)
-    cfg = REGISTRY["temperature"].make_config("paper")
+        REGISTRY["conditions"].make_config("paper", finetune_lr=0.5)
+    cfg = REGISTRY["conditions"].make_config("paper")
     # 3x3 grid + 2 extra batch sizes + 2 extra lengths = 13 points, x 2 arms (gmp, control) x 3 seeds, + 3 pre-trainings
-    assert len(temperature.points(cfg)) == 13
-    assert len(REGISTRY["temperature"].all_runs(cfg)) == 13 * 2 * 3 + 3
+    assert len(conditions.points(cfg)) == 13
+    assert len(REGISTRY["conditions"].all_runs(cfg)) == 13 * 2 * 3 + 3
 
 
 def final_rows(condition, gmp, rnd, seed=0, model="resnet8"):
@@ -78,10 +78,10 @@ def test_architectures_layer_kinds_and_conditions():
         REGISTRY["architectures"].make_config("paper", archs="resnet21:16,mobilenetv2:8")
 
 
-def test_paper_pretraining_is_shared_between_temperature_and_architectures():
+def test_paper_pretraining_is_shared_between_conditions_and_architectures():
     pre = {e: {r for r in REGISTRY[e].all_runs(REGISTRY[e].make_config("paper")) if r.kind == "pretrain"}
-           for e in ("temperature", "architectures")}
-    assert len(pre["temperature"]) == 3 and pre["temperature"] <= pre["architectures"]
+           for e in ("conditions", "architectures")}
+    assert len(pre["conditions"]) == 3 and pre["conditions"] <= pre["architectures"]
     assert len(REGISTRY["architectures"].all_runs(REGISTRY["architectures"].make_config("paper"))) == 2 * 3 * 2 * 2 * 2 + 6
 
 

@@ -418,7 +418,7 @@ def test_prune_schedule_callback_reaches_target_with_nested_masks():
                 seen.append({k: v.clone() for k, v in state.mask.items()})
 
     state = train.train(net, tr, train.TrainConfig(epochs=2, batch_size=64, precision="fp32"),
-                        callbacks=[pruning.PruneSchedule("gmp", events), Watch()], quiet=True)
+                        callbacks=[train.PruneSchedule("gmp", events), Watch()], quiet=True)
     assert round(state.mask.sparsity() * n) == round(0.5 * n)
     for before, after in zip(seen, seen[1:]):
         assert all(not (after[k] & ~before[k]).any() for k in before)

@@ -1,4 +1,4 @@
-"""02 temperature (conditions of C1): under which fine-tuning settings does a cascade appear?
+"""02 conditions (of C1): under which fine-tuning settings does a cascade appear?
 
 Protocol (fixed before any result was seen): the dense model of chapter 01's kind is pre-trained
 once per seed; copies are pruned one-shot by each criterion at one small `fraction`, plus the
@@ -172,7 +172,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
 
 
 EXPERIMENT = core.Experiment(
-    name="temperature", notebook="02_temperature", claims=("C1",), config=Config,
+    name="conditions", notebook="02_conditions", claims=("C1",), config=Config,
     profiles={
         "smoke": dict(model="resnet8", width=4, train_size=128, test_size=64, seeds=2, criteria=("gmp",),
                       pretrain_epochs=1, batch_size=64, lrs=(0.03, 0.1), weight_decays=(5e-4,), finetune_lr=0.1,

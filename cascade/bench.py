@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import data, models, pruning
+from . import data, models, provenance, pruning
 from .store import REPO, atomic_write_text, default_cache
 from .train import State, TrainConfig, evaluate, train
 
@@ -445,10 +445,8 @@ def threads_test(plan: Plan, paper) -> dict:
 
 # ------------------------------------------------------------------------------------------------ report
 def machine() -> dict:
-    from .experiments.runs import hardware
-
     load = os.getloadavg()
-    return {"hardware": hardware(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"hardware": provenance.hardware(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
             "loadavg_1min_at_start": round(load[0], 2), "cores": os.cpu_count()}

@@ -19,6 +19,7 @@ from string import Template
 
 import nbformat
 
+from . import provenance
 from .report import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def compute(profile: str, notebooks: list[str], force: bool, workers: int, sched
         atomic_write_text(store.root / profile / COMPUTE, json.dumps({
             "wall_time_s": round(time.perf_counter() - start, 1), "runs_computed": computed, "workers": workers,
             **({"scheduler": scheduler} if scheduler else {}),
-            "threads_per_process": 1 if workers > 1 else torch.get_num_threads(), "hardware": dict(hardware())["CPU"],
+            "threads_per_process": 1 if workers > 1 else torch.get_num_threads(), "hardware": dict(provenance.machine())["CPU"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
 
 
@@ -203,7 +204,7 @@ def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
     papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb \\\n"
                  f"    -p profile {profile} -k {KERNEL} --cwd notebooks --no-progress-bar")
     return Template(template.read_text()).substitute(
-        versions=markdown_table(["package", "version"], versions), hardware=markdown_table(["", "this build"], hardware()),
+        versions=markdown_table(["package", "version"], versions), hardware=markdown_table(["", "this build"], provenance.machine()),
         walltimes=markdown_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
         compute=compute_section(profile),
         profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
@@ -242,23 +243,6 @@ def _wall_time(chapter: Path) -> tuple[str, str]:
     if meta.get("duration") is None:
         return "", "not executed"
     return str(meta.get("parameters", {}).get("profile", "")), f"{meta['duration']:.1f} s"
-
-
-def hardware() -> list[tuple[str, str]]:
-    """CPU model, cores, RAM and GPU of the machine building the book."""
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
-    mem = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return [("CPU", cpu.group(1) if cpu else platform.processor() or "unknown"),
-            ("cores", str(os.cpu_count())),
-            ("RAM", f"{int(mem.group(1)) / 2**20:.1f} GiB" if mem else "unknown"),
-            ("GPU", ", ".join(gpus) or "none"),
-            ("torch build", f"{torch.__version__} (CUDA {torch.version.cuda or 'none'})"),
-            ("OS", platform.platform())]
 
 
 def bench_section(bench_dir: Path) -> str:

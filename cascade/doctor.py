@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -202,13 +201,12 @@ def onednn_isa() -> str:
 
 def facts() -> dict:
     """The machine facts that change results: CPU, kernels selected, caps in force, threads, build."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    from . import provenance
+
+    flags = provenance.cpu_flags()
     onednn = re.search(r"MKL-DNN v([\w.]+)", torch.__config__.show())
     return {
-        "cpu": model,
+        "cpu": provenance.cpu_model(),
         "cpu_flags": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags) or "none",
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
         "onednn_isa": onednn_isa(),

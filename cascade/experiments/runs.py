@@ -13,16 +13,13 @@ run's last checkpoint if a previous attempt was interrupted.
 from __future__ import annotations
 
 import functools
-import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 import torch
 
-from .. import data, models, pruning
+from .. import data, models, provenance, pruning
 from ..shedding import Tracker, TrackerConfig
 from ..store import Store, config_hash
 from ..train import Checkpoint, Evaluate, TrainConfig, default_device, load_weights, train
@@ -158,29 +155,8 @@ def splits(cfg: DataConfig) -> tuple[data.Split, data.Split]:
     return data.load(cfg.dataset, cfg.train_size, cfg.test_size, seed=cfg.subset_seed)
 
 
-@functools.lru_cache(maxsize=1)
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    return f"{cpu} ({os.cpu_count()} cores)"
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(__file__), timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
 def _meta(seconds: float) -> dict:
-    return {"wall_time_s": round(seconds, 2), "hardware": hardware(), "device": str(default_device()),
-            "torch": torch.__version__, "commit": git_commit(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return provenance.meta(seconds, str(default_device()))
 
 
 def _build(run: PretrainRun, num_classes: int, in_channels: int) -> torch.nn.Module:

@@ -50,13 +50,10 @@ def _records(root):
     return {p.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))}
 
 
-def test_phenomenon_on_dask_writes_the_records_of_a_local_run(cluster, tmp_path, capsys):
+def test_phenomenon_on_dask_writes_the_records_of_a_local_run(cluster, tmp_path, capsys, monkeypatch):
     args = ["run", "phenomenon", "--profile", "smoke", "--json", "--scheduler", cluster.scheduler_address]
-    os.environ["CASCADE_RESULTS"] = str(tmp_path / "dask")
-    try:
-        assert cli.main(args) == 0
-    finally:
-        del os.environ["CASCADE_RESULTS"]
+    monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path / "dask"))
+    assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     local = experiments.run("phenomenon", "smoke", quiet=True, root=tmp_path / "local")
     assert out["computed"] == out["runs"] == len(local.records) == 8
@@ -96,13 +93,10 @@ def test_a_worker_killed_mid_sweep_loses_nothing(cluster, tmp_path):
     assert not list((tmp_path / "results").rglob("*.tmp")) and len(_records(tmp_path / "results")) == 4
 
 
-def test_an_address_without_a_scheduler_is_one_line(tmp_path, capsys):
-    args = ["run", "phenomenon", "--profile", "smoke", "--scheduler", "tcp://127.0.0.1:9"]
-    os.environ["CASCADE_RESULTS"] = str(tmp_path)
-    try:
-        assert cli.main(args) == 2
-    finally:
-        del os.environ["CASCADE_RESULTS"]
+def test_an_address_without_a_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path))
+    monkeypatch.setenv("CASCADE_SCHEDULER", "tcp://127.0.0.1:9")  # the environment variable is honoured too
+    assert cli.main(["run", "phenomenon", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no Dask scheduler answers at 'tcp://127.0.0.1:9'") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())

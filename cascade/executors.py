@@ -142,9 +142,9 @@ def on_dask(runs: list, store: Store, client, done: Callable[[], Any]) -> None:
         for run in runs:
             deps = []  # a future Dask resolves on the worker, or what the client has of an already stored run
             for dep in run.deps():
-                stored = (store.get(dep.kind, dep, dep.version),
-                          _files(store.checkpoint_dir(dep.kind, config_hash(dep, dep.version))))
-                deps.append((dep, futures.get(dep, stored)))
+                deps.append((dep, futures[dep] if dep in futures else (
+                    store.get(dep.kind, dep, dep.version),
+                    _files(store.checkpoint_dir(dep.kind, config_hash(dep, dep.version))))))
             key = f"{run.kind}-{config_hash(run, run.version)}"
             futures[run] = client.submit(_remote, run, store.profile, deps, key=key, pure=False, retries=2)
             by_future[futures[run]] = run

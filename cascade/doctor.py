@@ -239,12 +239,12 @@ def _signal_name(code: int) -> str:
     return signal.Signals(-code).name if code < 0 and -code in signal.Signals._value2member_map_ else f"exit {code}"
 
 
-def run_checks(report=print, env: dict | None = None) -> int:
+def run_checks(report=print) -> int:
     """Run the checks in a child process, `report` one line per check; return how many ran.
 
     Raises DoctorError with one line on the first failed check, a crash or a hang.
     """
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     current, done = None, 0
     sel = selectors.DefaultSelector()
     sel.register(child.stdout, selectors.EVENT_READ)

@@ -12,7 +12,7 @@ What is measured (the numbers behind each goal, raw repeats included, go into th
    torch.nn.utils.prune, plain SGD) against `cascade.train.train` with its defaults, in fp32 and bf16;
 2. mask overhead: the cost of the two fused mask ops per step over the step time, and the pruned/dense
    step-time ratio for reference (at the 1% level that ratio is noise on a shared machine);
-3. tracker overhead: one `Tracker._record` over the time of an epoch of the paper's 4000 images;
+3. tracker overhead: one `Tracker.record` over the time of an epoch of the paper's 4000 images;
 4. roofline: model FLOP/s (6 x MACs per image, forward and backward) over a large GEMM's FLOP/s;
 5. end to end: minutes of each experiment's paper profile, from stored records where present and
    estimated from the measured step times otherwise;
@@ -244,7 +244,7 @@ class Meter:
 
 
 def tracker_record_s(run: Cascade, repeats: int) -> float:
-    """Median time of one `Tracker._record` (what every epoch end costs) on the run's pruned model; no warm-up,
+    """Median time of one `Tracker.record` (what every epoch end costs) on the run's pruned model; no warm-up,
     as a run records only a handful of times."""
     from .shedding import Tracker, TrackerConfig
 
@@ -253,7 +253,7 @@ def tracker_record_s(run: Cascade, repeats: int) -> float:
     optimizer = torch.optim.SGD(run.model.parameters(), lr=0.0)
     state = State(run.model, optimizer, run.cfg, run.stats, torch.device("cpu"), mask=run.mask)
     tracker.on_start(state)
-    return seconds(lambda: tracker._record(state), repeats, warmup=False)
+    return seconds(lambda: tracker.record(state), repeats, warmup=False)
 
 
 def mask_ops_s(run: Cascade, repeats: int) -> float:

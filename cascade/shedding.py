@@ -20,7 +20,10 @@ Rows are tidy: (epoch, step, layer, metric, value), layer "global" for network-w
 """
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import pandas as pd
 import torch
@@ -30,9 +33,99 @@ from .train import Callback, State, evaluate
 
 COLUMNS = ("epoch", "step", "layer", "metric", "value")
 
+# ------------------------------------------------------------------------------------------- the registries
+# A shedding definition maps (layer's weights, its survivor mask, parameter, tracker) to the threshold below
+# which a survivor counts as shed. It is named in a spec, "name" or "name:parameter" (see `TrackerConfig`).
+DEFINITIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, float | None, "Tracker"], float]] = {}
+# A dead-channel criterion yields (layer, dead, total) counts from the live model and the tracked weights.
+CHANNELS: dict[str, Callable[["Tracker", State, dict, dict], Iterable[tuple[str, float, float]]]] = {}
+
+
+def definition(name: str):
+    """Register a shedding definition; it can then be recorded (`TrackerConfig.definitions`) or drive
+    `effective`. Adding one is this decorator on one function."""
+    def add(fn):
+        DEFINITIONS[name] = fn
+        return fn
+    return add
+
+
+def channel(name: str):
+    """Register a dead-channel criterion, recorded under its name in every run."""
+    def add(fn):
+        CHANNELS[name] = fn
+        return fn
+    return add
+
+
+@definition("tau0")
+def _below_tau0(w, alive, param, tracker) -> float:
+    """GMP's threshold at pruning time (for other criteria: GMP's at the same fraction)."""
+    return tracker.tau0
+
+
+@definition("abs")
+def _below_abs(w, alive, param, tracker) -> float:
+    return param
+
+
+@definition("rms")
+def _below_rms(w, alive, param, tracker) -> float:
+    """A fraction of the layer's survivor RMS: blind to a global shrinkage of scale."""
+    return param * _rms(w, alive)
+
+
+@definition("gmp")
+def _below_gmp(w, alive, param, tracker) -> float:
+    """GMP's threshold at fraction `param` of the pruning-time weights: tau0 of a run pruned at `param`."""
+    return tracker.gmp_tau(param)
+
+
+@channel("dead_filters")
+def _dead_filters(tracker, state, weights, mask):
+    for name, w in weights.items():
+        if w.ndim == 4:
+            norms = (w * mask[name].cpu()).flatten(1).norm(dim=1)
+            yield name, float((norms < tracker.cfg.filter_threshold).sum()), float(len(norms))
+
+
+@channel("dead_bn")
+def _dead_bn(tracker, state, weights, mask):
+    for name, module in state.model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+            g = module.weight.detach().abs()
+            yield name, float((g < tracker.cfg.gamma_threshold).sum()), float(g.numel())
+
+
+def parse(spec: str) -> tuple[str, float | None]:
+    """("rms", 0.05) from "rms:0.05"; "tau0" takes no parameter, every other definition one float >= 0."""
+    name, sep, value = spec.partition(":")
+    if name not in DEFINITIONS or (name == "tau0") == bool(sep) or (name != "tau0" and not _is_float(value)):
+        allowed = ", ".join(n if n == "tau0" else f"{n}:<float >= 0>" for n in DEFINITIONS)
+        raise ValueError(f"shedding definition {spec!r} is invalid; allowed: {allowed}")
+    return name, None if name == "tau0" else float(value)
+
+
+def metric_name(spec: str) -> str:
+    """The tracker metric of a definition: shed_tau0, shed_abs@0.001, shed_rms@0.05, shed_gmp@0.1."""
+    name, param = parse(spec)
+    return f"shed_{name}" if param is None else f"shed_{name}@{param:g}"
+
+
+# Fixed bin edges (log10 |w| and log10 |w|/RMS, 8 bins a decade) of the per-layer histograms that
+# `TrackerConfig.summaries` keeps: any threshold inside them can be back-filled from stored records.
+SUMMARY_EDGES = {"abs": [e / 8 for e in range(-48, 9)], "rms": [e / 8 for e in range(-32, 9)]}
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
+    """What the tracker records. `definitions` adds shedding definitions (specs, see `parse`) to the ones
+    always recorded (tau0, and abs/rms at the listed values); `kept_fractions` records, for each f, the share
+    of the weights GMP would keep at f (at pruning time) that are now below GMP's threshold at f: for a
+    GMP-pruned run that is its survivors' shed share, for the unpruned control it is the same set's drift
+    across the threshold with no pruning. `summaries` keeps per-layer histograms of the survivors' |w| and
+    |w|/RMS (`SUMMARY_EDGES`) at every record, for back-filling new thresholds."""
+
     abs_thresholds: tuple[float, ...] = (1e-3, 1e-2)
     rms_fractions: tuple[float, ...] = (0.05, 0.2)
     gamma_threshold: float = 1e-2
@@ -41,13 +134,21 @@ class TrackerConfig:
     effective: str = "tau0"
     per_layer: bool = True
     every_steps: int = 0
+    definitions: tuple[str, ...] = ()
+    kept_fractions: tuple[float, ...] = ()
+    summaries: bool = False
 
     def __post_init__(self):
-        kind, _, value = self.effective.partition(":")
-        if not (self.effective == "tau0" or (kind in ("abs", "rms") and _is_float(value))):
-            raise ValueError(f"effective={self.effective!r} is invalid; allowed: tau0, abs:<threshold>, rms:<fraction>")
-        if not all(0 < s < 1 for s in self.overlap_sparsities):
-            raise ValueError(f"overlap_sparsities={self.overlap_sparsities!r} is invalid; allowed: values in (0, 1)")
+        for spec in (self.effective, *self.definitions):
+            parse(spec)
+        for name, values in (("overlap_sparsities", self.overlap_sparsities), ("kept_fractions", self.kept_fractions)):
+            if not all(0 < s < 1 for s in values):
+                raise ValueError(f"{name}={values!r} is invalid; allowed: values in (0, 1)")
+
+    def specs(self) -> list[str]:
+        """Every shedding definition recorded, in order, without repeats."""
+        return list(dict.fromkeys(["tau0", *(f"abs:{t:g}" for t in self.abs_thresholds),
+                                   *(f"rms:{f:g}" for f in self.rms_fractions), *self.definitions]))
 
 
 def _is_float(text: str) -> bool:
@@ -68,6 +169,28 @@ def gmp_keep(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, tor
     return out
 
 
+def histogram(values: torch.Tensor, kind: str) -> list[int]:
+    """Counts of log10(values) in the bins of `SUMMARY_EDGES[kind]`, with an underflow (zeros too) and an
+    overflow bin at the ends."""
+    edges = torch.tensor(SUMMARY_EDGES[kind], dtype=torch.float64)
+    idx = torch.bucketize(values.double().log10(), edges, right=True)
+    return torch.bincount(idx, minlength=len(edges) + 1).tolist()
+
+
+def share_below(counts, kind: str, threshold: float) -> float:
+    """Back-filled share of a histogram below `threshold` (|w| for "abs", |w|/RMS for "rms"): exact at the bin
+    edges, interpolated linearly in log10 |w| inside a bin. A threshold outside the edges cannot be back-filled."""
+    edges, total = SUMMARY_EDGES[kind], sum(counts)
+    x = math.log10(threshold) if threshold > 0 else -math.inf
+    if not edges[0] <= x <= edges[-1]:
+        raise ValueError(f"threshold={threshold!r} cannot be back-filled from {kind} histograms; allowed: "
+                         f"{10 ** edges[0]:g} to {10 ** edges[-1]:g}")
+    if not total:
+        return 0.0
+    i = min(bisect.bisect_right(edges, x), len(edges) - 1)  # x lies in bin i = [edges[i-1], edges[i])
+    return (sum(counts[:i]) + counts[i] * (x - edges[i - 1]) / (edges[i] - edges[i - 1])) / total
+
+
 class Tracker(Callback):
     """Records shedding measures at the start (epoch 0), every epoch end and every `every_steps` steps.
 
@@ -81,7 +204,10 @@ class Tracker(Callback):
         self.every_steps = cfg.every_steps
         self.reference = reference
         self.keep0: dict[float, dict[str, torch.Tensor]] = {}
+        self.kept: dict[float, dict[str, torch.Tensor]] = {}
+        self.taus: dict[float, float] = {}
         self.rows: list[list] = []
+        self.summaries: list[list] = []
 
     def _weights(self, state: State) -> dict[str, torch.Tensor]:
         params = dict(state.model.named_parameters())
@@ -91,33 +217,38 @@ class Tracker(Callback):
         return state.mask if state.mask is not None else self.mask0
 
     def on_start(self, state: State) -> None:
-        ref = self.reference if self.reference is not None else self._weights(state)
-        self.keep0 = {s: gmp_keep(ref, s) for s in self.cfg.overlap_sparsities}
-        self._record(state)
+        if self.reference is None:
+            self.reference = self._weights(state)
+        self.keep0 = {s: gmp_keep(self.reference, s) for s in self.cfg.overlap_sparsities}
+        self.kept = {f: gmp_keep(self.reference, f) for f in self.cfg.kept_fractions}
+        self.record(state)
 
     def on_step(self, state: State) -> None:
-        self._record(state)
+        self.record(state)
 
     def on_epoch_end(self, state: State) -> None:
-        self._record(state, final=state.epoch == state.cfg.epochs)
+        self.record(state, final=state.epoch == state.cfg.epochs)
 
-    def shed_masks(self, state: State) -> dict[str, torch.Tensor]:
-        """Survivors counted as shed under the configured `effective` definition."""
-        weights, mask = self._weights(state), self._mask(state)
-        kind, _, value = self.cfg.effective.partition(":")
+    def gmp_tau(self, fraction: float) -> float:
+        """GMP's threshold at `fraction` of the pruning-time weights: the largest magnitude it removes."""
+        if fraction not in self.taus:
+            keep = gmp_keep(self.reference, fraction)
+            self.taus[fraction] = max((float(w.abs()[~keep[n]].max()) for n, w in self.reference.items()
+                                       if (~keep[n]).any()), default=0.0)
+        return self.taus[fraction]
+
+    def shed_masks(self, state: State, spec: str | None = None) -> dict[str, torch.Tensor]:
+        """Survivors counted as shed under `spec` (the configured `effective` definition by default)."""
+        name, param = parse(spec or self.cfg.effective)
+        threshold = DEFINITIONS[name]
         out = {}
-        for name, w in weights.items():
-            alive = mask[name].cpu()
-            if kind == "tau0":
-                t = self.tau0
-            elif kind == "abs":
-                t = float(value)
-            else:
-                t = float(value) * _rms(w, alive)
-            out[name] = alive & (w.abs() < t)
+        for n, w in self._weights(state).items():
+            alive = self._mask(state)[n].cpu()
+            out[n] = alive & (w.abs() < threshold(w, alive, param, self))
         return out
 
-    def _record(self, state: State, final: bool = False) -> None:
+    def record(self, state: State, final: bool = False) -> None:
+        """Append one row per (layer, metric) for the current weights (and summaries when configured)."""
         cfg, weights, mask = self.cfg, self._weights(state), self._mask(state)
         rows, tot = [], {}
 
@@ -130,33 +261,36 @@ class Tracker(Callback):
             if cfg.per_layer:
                 add(layer, metric, num / den if den else 0.0)
 
+        specs = [(metric_name(spec), *parse(spec)) for spec in cfg.specs()]
         for name, w in weights.items():
             alive = mask[name].cpu()
-            a = w.abs()
-            n_alive = float(alive.sum())
-            count("shed_tau0", float((alive & (a < self.tau0)).sum()), n_alive, name)
-            for t in cfg.abs_thresholds:
-                count(f"shed_abs@{t:g}", float((alive & (a < t)).sum()), n_alive, name)
-            rms = _rms(w, alive)
-            for f in cfg.rms_fractions:
-                count(f"shed_rms@{f:g}", float((alive & (a < f * rms)).sum()), n_alive, name)
-            if w.ndim == 4:
-                norms = (w * alive).flatten(1).norm(dim=1)
-                count("dead_filters", float((norms < cfg.filter_threshold).sum()), float(len(norms)), name)
+            a, n_alive = w.abs(), float(alive.sum())
+            for metric, definition_name, param in specs:
+                t = DEFINITIONS[definition_name](w, alive, param, self)
+                count(metric, float((alive & (a < t)).sum()), n_alive, name)
+            for f in cfg.kept_fractions:
+                keep = self.kept[f][name]
+                count(f"kept_shed@{f:g}", float((keep & ~(alive & (a >= self.gmp_tau(f)))).sum()),
+                      float(keep.sum()), name)
             count("pruned", float((~alive).sum()), float(w.numel()), name)
             if cfg.per_layer:
                 add(name, "norm", float((w * alive).norm()))
-        for name, module in state.model.named_modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None:
-                g = module.weight.detach().abs()
-                count("dead_bn", float((g < cfg.gamma_threshold).sum()), float(g.numel()), name)
+            if cfg.summaries:
+                rms = _rms(w, alive)
+                self.summaries.append([state.epoch, state.step, name, "abs", histogram(a[alive], "abs")])
+                self.summaries.append([state.epoch, state.step, name, "rms",
+                                       histogram(a[alive] / rms if rms else a[alive], "rms")])
+        for criterion, measure in CHANNELS.items():
+            for layer, dead, total in measure(self, state, weights, mask):
+                count(criterion, dead, total, layer)
         for metric, (num, den) in tot.items():
             add("global", metric, num / den if den else 0.0)
         shed = self.shed_masks(state)
         total = sum(w.numel() for w in weights.values())
         add("global", "effective_sparsity",
             (sum(float((~mask[n].cpu()).sum()) for n in weights) + sum(float(s.sum()) for s in shed.values())) / total)
-        for s, keep0 in self.keep0.items():
+        for s in cfg.overlap_sparsities:
+            keep0 = self.keep0[s]
             now = gmp_keep({n: w * mask[n].cpu() for n, w in weights.items()}, s)
             inter = sum(float((now[n] & keep0[n]).sum()) for n in weights)
             union = sum(float((now[n] | keep0[n]).sum()) for n in weights)
@@ -181,12 +315,14 @@ class Tracker(Callback):
         return acc
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "keep0": {str(s): k for s, k in self.keep0.items()}}
+        return {"rows": self.rows, "summaries": self.summaries, "keep0": {str(s): k for s, k in self.keep0.items()},
+                "kept": {str(f): k for f, k in self.kept.items()}}
 
     def load_state_dict(self, d: dict) -> None:
-        self.rows = d["rows"]
+        self.rows, self.summaries = d["rows"], d.get("summaries", [])
         # A checkpoint restored with map_location=cuda brings these back on the GPU; they are compared on the CPU.
         self.keep0 = {float(s): {n: t.cpu() for n, t in k.items()} for s, k in d["keep0"].items()}
+        self.kept = {float(f): {n: t.cpu() for n, t in k.items()} for f, k in d.get("kept", {}).items()}
 
 
 def _rms(w: torch.Tensor, alive: torch.Tensor) -> float:

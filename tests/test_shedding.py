@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cascade import data, pruning
+from cascade import data, pruning, shedding
 from cascade.shedding import COLUMNS, Tracker, TrackerConfig, gmp_keep, to_frame
 from cascade.train import State, TrainConfig, evaluate, train
 
@@ -173,7 +173,8 @@ def test_tracker_in_training_records_tidy_rows():
 def test_tracker_config_rejects_bad_effective(effective):
     with pytest.raises(ValueError) as err:
         TrackerConfig(effective=effective)
-    assert f"effective={effective!r} is invalid; allowed: tau0, abs:<threshold>, rms:<fraction>" == str(err.value)
+    assert str(err.value) == (f"shedding definition {effective!r} is invalid; allowed: tau0, abs:<float >= 0>, "
+                              "rms:<float >= 0>, gmp:<float >= 0>")
 
 
 def test_tracker_config_rejects_bad_sparsities_and_accepts_good_strings():
@@ -182,3 +183,49 @@ def test_tracker_config_rejects_bad_sparsities_and_accepts_good_strings():
             TrackerConfig(overlap_sparsities=bad)
     assert TrackerConfig(effective="abs:1e-3").effective == "abs:1e-3"
     assert TrackerConfig(effective="rms:0.2").effective == "rms:0.2"
+
+
+def test_kept_shed_and_gmp_definition_by_hand():
+    """Reference |w| (14 weights): .5 .004 .02 .3 .005 .003 0 0 | .8 .0005 0 .1 .05 0. GMP at 3/14 removes three
+    of the four zeros; at 5/14, the four zeros and .0005, so its threshold is .0005."""
+    net, _ = tiny()
+    dense = pruning.Mask.dense(net)
+    cfg = TrackerConfig(definitions=("gmp:0.357",), kept_fractions=(0.357,), overlap_sparsities=())
+    tracker = Tracker(cfg, dense, TAU0)
+    state = state_for(net, None)
+    tracker.on_start(state)
+    assert tracker.gmp_tau(0.357) == pytest.approx(0.0005)  # round(.357 * 14) = 5 removed
+    v = values(tracker, 0)
+    assert v[("global", "kept_shed@0.357")] == 0  # the 9 kept are all >= .0005
+    assert v[("global", "shed_gmp@0.357")] == 4 / 14  # the zeros lie below; .0005 does not
+    with torch.no_grad():  # .004 -> .0001 and .02 -> -.0004 drop below .0005; a zero rises to .7
+        net[0].weight.view(-1)[[1, 2, 6]] = torch.tensor([0.0001, -0.0004, 0.7])
+    state.epoch = 1
+    tracker.on_epoch_end(state)
+    v = values(tracker, 1)
+    assert v[("global", "kept_shed@0.357")] == 2 / 9
+    assert v[("0.weight", "kept_shed@0.357")] == 2 / 6  # conv keeps .5 .004 .02 .3 .005 .003
+    assert v[("global", "shed_gmp@0.357")] == 5 / 14  # 3 zeros, .0001, .0004
+
+
+def test_histograms_back_fill_thresholds_at_their_edges():
+    w = torch.tensor([0.0, 1e-4, 2e-3, 0.05, 0.5, 20.0])
+    counts = shedding.histogram(w, "abs")
+    assert sum(counts) == 6 and counts[0] == 1 and counts[-1] == 1  # the zero underflows, 20 overflows
+    assert shedding.share_below(counts, "abs", 1e-3) == 2 / 6  # an edge: exact
+    assert shedding.share_below(counts, "abs", 1e-1) == 4 / 6
+    # 2e-3 sits in [10^-2.75, 10^-2.625); a threshold half way in log gets half of that bin
+    mid = 10 ** -2.6875
+    assert shedding.share_below(counts, "abs", mid) == pytest.approx((2 + 0.5) / 6)
+    with pytest.raises(ValueError, match=r"threshold=1e-09 cannot be back-filled from abs histograms; allowed: "):
+        shedding.share_below(counts, "abs", 1e-9)
+
+
+def test_a_registered_definition_is_recorded_and_drives_effective(monkeypatch):
+    monkeypatch.setitem(shedding.DEFINITIONS, "half_max", lambda w, alive, p, tracker: p * float(w.abs().max()))
+    net, mask = tiny()
+    tracker = Tracker(TrackerConfig(definitions=("half_max:0.5",), effective="half_max:0.5"), mask, TAU0)
+    tracker.on_start(state_for(net, mask))
+    v = values(tracker, 0)
+    assert v[("0.weight", "shed_half_max@0.5")] == 4 / 6  # below .25: .004 .02 .005 .003
+    assert v[("global", "effective_sparsity")] == (4 + 4 + 3) / 14  # pruned 4, conv 4, linear .0005 .1 .05

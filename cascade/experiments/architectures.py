@@ -24,9 +24,9 @@ depth, and by layer kind (depthwise / pointwise / full conv / linear).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-import types
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,8 +35,9 @@ import torch
 from .. import models
 from ..shedding import TrackerConfig
 from ..train import TrainConfig
-from . import core, phenomenon
+from . import core
 from . import runs as R
+from .backbone import Backbone
 
 CONDITIONS = ("hot", "cold")
 
@@ -48,11 +49,12 @@ class Config:
     train_size: int | None = 2000
     test_size: int | None = 1000
     seeds: int = 3
+    first_seed: int = 0
     criteria: tuple[str, ...] = ("gmp", "random")
     fractions: tuple[float, ...] = (0.3, 0.6)
     pretrain_epochs: int = 8
     pretrain_lr: float = 0.1
-    weight_decay: float = 5e-4
+    pretrain_weight_decay: float = 5e-4
     batch_size: int = 128
     finetune_epochs: int = 2
     hot_lr: float = 0.1
@@ -86,6 +88,13 @@ class Config:
         name, _, width = self.archs[i].partition(":")
         return name, int(width)
 
+    def backbone(self, i: int) -> Backbone:
+        """The shared pre-training recipe, for architecture i."""
+        model, width = self.arch(i)
+        fields = {f.name for f in dataclasses.fields(Backbone)} - {"model", "width", "precision"}
+        return Backbone(model=model, width=width, precision=self.precisions[i],
+                        **{k: getattr(self, k) for k in fields})
+
     def condition(self, lr: float, wd: float) -> str:
         return "hot" if (lr, wd) == (self.hot_lr, self.hot_wd) else "cold"
 
@@ -99,11 +108,10 @@ def finetune_config(cfg: Config, condition: str, seed: int, precision: str) -> T
 def runs(cfg: Config) -> list[R.FinetuneRun]:
     out = []
     for i in range(len(cfg.archs)):
-        model, width = cfg.arch(i)
-        precision = cfg.precisions[i]
-        view = types.SimpleNamespace(**{**asdict(cfg), "model": model, "width": width, "precision": precision})
-        for seed in range(cfg.seeds):
-            pre = phenomenon.pretrain_run(view, seed)
+        bb = cfg.backbone(i)
+        precision = bb.precision
+        for seed in bb.seed_list():
+            pre = bb.pretrain(seed)
             for condition in CONDITIONS:
                 ft = finetune_config(cfg, condition, seed, precision)
                 for frac in cfg.fractions:

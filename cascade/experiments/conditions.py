@@ -1,187 +1,286 @@
-"""02 conditions (of C1): under which fine-tuning settings does a cascade appear?
+"""02 conditions (of C1): where do weights shed, and how much of it does pruning cause?
 
-Protocol (fixed before any result was seen): the dense model of chapter 01's kind is pre-trained
-once per seed; copies are pruned one-shot by each criterion at one small `fraction`, plus the
-unpruned control, and fine-tuned with a constant learning rate at every point of a grid of
-learning rate x weight decay; at the grid's centre (`finetune_lr`, `weight_decay`) two
-one-dimensional sweeps vary the batch size and the fine-tuning length. Every point has its own
-control, so the control absorbs what the setting alone does to the weights.
+Protocol (fixed before any result was seen; the chapter states it in full):
 
-Effect at a point, per seed: chapter 01's excess ratio E = (dS_pruned * (1 - f) - dS_control) / f
-on the tau0-shed share, averaged over criteria. The verdict for C1 (its conditions) takes the
-grid point (lr, wd) with the largest mean E; its per-seed E values give the CI, and C1 holds there
-when the CI lies above 1, fails when it lies below 1. The summary names every grid point whose
-95% CI lies above 1: the region where the cascade happens. (Choosing the best of several points
-biases the effect upward; the per-point table shows all of them.)
-
-Scale vs death, per point: the rise of shed_abs@1e-3 (absolute, fooled by a global shrinkage),
-of shed_rms@0.05 (scale-aware), of dead filters and dead BN channels, and `norm_ratio`, the
-network's weight norm at the end over the one right after pruning.
+- Backbone: a ResNet-8 at width 16 pre-trained on 10,000 Fashion-MNIST images (cosine schedule), one per seed.
+- Map: copies pruned one-shot by GMP at `fraction`, and the unpruned control, are fine-tuned at every point of
+  learning rate x weight decay x schedule (constant or cosine) for `finetune_epochs`; batch size and length are
+  varied through the centre point (`finetune_lr`, `weight_decay`, `schedule`).
+- Dose-response at `dose_points`: GMP at each of `dose_fractions`, against the same control.
+- The tracker records, for each fraction f, K(f) = the share of the weights that GMP at f keeps (chosen on the
+  pre-trained weights) that are now below GMP's threshold tau(f), and D(f) = the share of all weights below
+  tau(f). Both are 0 and f right after pruning. At a point and seed, with the control's K_c, D_c and the pruned
+  run's K_p (its survivors' shed share):
+    (a) cascade, caused by pruning: E = (1 - f)(K_p - K_c) / f, in units of the pruned fraction;
+    (b) temperature: T = D_c(end) - f, what the fine-tuning sheds with no pruning at all;
+    (c) relaxation: K_c(end), the drift across tau(f) of the same kept set with no pruning, which a pruned
+        network's survivors show too as they refill the gap that pruning cut: it is not caused by pruning.
+- Accuracy survives at a point when the pruned run's accuracy after removing its shed weights (`removal_acc`)
+  is within `survival` of its dense model's test accuracy (mean over seeds).
+- Exploration (seeds `first_seed` ..): the point for confirmation is the map point with the largest mean E
+  among the points where accuracy survives (the largest overall when none survives).
+- Confirmation (`confirm`, fixed in the chapter before its runs exist; seeds after the exploration's): the
+  dose-response at that point. C1 holds there when the 95% CI of E at `fraction` lies above 1, fails when it
+  lies below 1. Only confirmation seeds enter the verdict.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from .. import train
 from ..shedding import TrackerConfig
-from ..train import TrainConfig
-from . import core, phenomenon
+from . import backbone, core
 from . import runs as R
+from .backbone import Backbone
 
-POINT = ["lr", "weight_decay", "batch_size", "epochs"]
-SCALE_METRICS = ["shed_abs@0.001", "shed_rms@0.05", "dead_filters", "dead_bn"]
+POINT = ["lr", "weight_decay", "schedule", "batch_size", "epochs"]
+
+
+def parse_point(text: str) -> tuple[float, float, str]:
+    """(lr, weight_decay, schedule) from "lr/wd/schedule", e.g. "0.3/0.005/cosine"."""
+    try:
+        lr, wd, schedule = text.split("/")
+        lr, wd = float(lr), float(wd)
+    except ValueError:
+        raise ValueError(f"point {text!r} is invalid; allowed: 'lr/weight_decay/schedule', e.g. '0.3/0.005/cosine'") \
+            from None
+    if schedule not in train.LR_SCHEDULES:
+        raise ValueError(f"point {text!r} is invalid; allowed schedules: {', '.join(train.LR_SCHEDULES)}")
+    return lr, wd, schedule
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Backbone):
     model: str = "resnet8"
     width: int = 16
-    dataset: str = "fashion-mnist"
-    train_size: int | None = 2000
-    test_size: int | None = 1000
-    seeds: int = 3
-    criteria: tuple[str, ...] = ("gmp",)  # random is studied in 01 and 03; one arm keeps the grid affordable
+    train_size: int | None = 10000
+    test_size: int | None = 2000
+    pretrain_epochs: int = 20
     fraction: float = 0.1
-    pretrain_epochs: int = 8
-    pretrain_lr: float = 0.1
-    lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
-    weight_decays: tuple[float, ...] = (0.0, 5e-4, 5e-3)
-    finetune_lr: float = 0.03
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    batch_sizes: tuple[int, ...] = (32, 128, 512)
-    finetune_epochs: int = 2
-    epoch_sweep: tuple[int, ...] = (1, 2, 4)
-    precision: str = "fp32"
+    lrs: tuple[float, ...] = (0.03, 0.1, 0.3)
+    weight_decays: tuple[float, ...] = (5e-4, 2e-3, 5e-3)
+    schedules: tuple[str, ...] = ("constant", "cosine")
+    finetune_epochs: int = 5
+    finetune_lr: float = 0.1
+    weight_decay: float = 2e-3
+    schedule: str = "cosine"
+    batch_sizes: tuple[int, ...] = (32, 512)
+    epoch_sweep: tuple[int, ...] = (10,)
+    dose_points: tuple[str, ...] = ("0.1/0.002/cosine", "0.3/0.005/constant", "0.3/0.005/cosine")
+    dose_fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
+    record_every: int = 39
+    survival: float = 0.02
+    confirm: str = ""
+    confirm_seeds: int = 3
 
     def __post_init__(self):
-        if self.seeds < 1:
-            raise ValueError(f"seeds={self.seeds} is invalid; allowed: an int >= 1")
-        if not 0 < self.fraction < 1:
-            raise ValueError(f"fraction={self.fraction!r} is invalid; allowed: a value in (0, 1)")
-        if self.finetune_lr not in self.lrs:
-            raise ValueError(f"finetune_lr={self.finetune_lr!r} is invalid; allowed: one of lrs={self.lrs}")
-        if self.weight_decay not in self.weight_decays:
-            raise ValueError(f"weight_decay={self.weight_decay!r} is invalid; allowed: one of "
-                             f"weight_decays={self.weight_decays}")
+        super().__post_init__()
+        if self.fraction not in self.dose_fractions:
+            raise ValueError(f"fraction={self.fraction!r} is invalid; allowed: one of dose_fractions="
+                             f"{self.dose_fractions}")
+        if not all(0 < f < 1 for f in self.dose_fractions):
+            raise ValueError(f"dose_fractions={self.dose_fractions!r} is invalid; allowed: values in (0, 1)")
+        if (self.finetune_lr, self.weight_decay, self.schedule) not in self.grid():
+            raise ValueError(f"centre {self.finetune_lr}/{self.weight_decay}/{self.schedule} is invalid; allowed: "
+                             f"a point of lrs x weight_decays x schedules")
+        for text in (*self.dose_points, *([self.confirm] if self.confirm else [])):
+            parse_point(text)
         if not all(b >= 1 for b in self.batch_sizes) or not all(e >= 1 for e in self.epoch_sweep):
             raise ValueError(f"batch_sizes={self.batch_sizes!r}, epoch_sweep={self.epoch_sweep!r} are invalid; "
                              "allowed: ints >= 1")
 
+    def grid(self) -> list[tuple[float, float, str]]:
+        return [(lr, wd, s) for s in self.schedules for wd in self.weight_decays for lr in self.lrs]
 
-def points(cfg: Config) -> list[tuple[float, float, int, int]]:
-    """(lr, weight_decay, batch_size, epochs): the grid, then the two sweeps through its centre."""
-    grid = [(lr, wd, cfg.batch_size, cfg.finetune_epochs) for lr in cfg.lrs for wd in cfg.weight_decays]
-    batch = [(cfg.finetune_lr, cfg.weight_decay, b, cfg.finetune_epochs) for b in cfg.batch_sizes]
-    length = [(cfg.finetune_lr, cfg.weight_decay, cfg.batch_size, e) for e in cfg.epoch_sweep]
-    return list(dict.fromkeys(grid + batch + length))
+    def tracker(self) -> TrackerConfig:
+        return TrackerConfig(definitions=tuple(f"gmp:{f:g}" for f in self.dose_fractions),
+                             kept_fractions=self.dose_fractions, per_layer=False, every_steps=self.record_every,
+                             summaries=True)
+
+    def confirm_seed_list(self) -> range:
+        start = self.first_seed + self.seeds
+        return range(start, start + self.confirm_seeds)
+
+
+def arms(cfg: Config, seed: int, point: tuple, fractions) -> list[R.FinetuneRun]:
+    """The control and GMP at each fraction, fine-tuned at `point` = (lr, wd, schedule, batch size, epochs)."""
+    lr, wd, schedule, batch, epochs = point
+    ft = cfg.finetune(seed, epochs, lr, wd, schedule, batch_size=batch)
+    pre = cfg.pretrain(seed)
+    return [R.FinetuneRun(pre, R.PruneConfig("none", cfg.fraction, seed), ft, cfg.tracker()),
+            *(R.FinetuneRun(pre, R.PruneConfig("gmp", f, seed), ft, cfg.tracker()) for f in fractions)]
+
+
+def exploration_points(cfg: Config) -> dict[tuple, tuple[float, ...]]:
+    """Every fine-tuning point of the exploration with the fractions pruned there."""
+    base = (cfg.batch_size, cfg.finetune_epochs)
+    out: dict[tuple, tuple[float, ...]] = {(*p, *base): (cfg.fraction,) for p in cfg.grid()}
+    centre = (cfg.finetune_lr, cfg.weight_decay, cfg.schedule)
+    for b in cfg.batch_sizes:
+        out.setdefault((*centre, b, cfg.finetune_epochs), (cfg.fraction,))
+    for e in cfg.epoch_sweep:
+        out.setdefault((*centre, cfg.batch_size, e), (cfg.fraction,))
+    for text in cfg.dose_points:
+        out[(*parse_point(text), *base)] = cfg.dose_fractions
+    return out
 
 
 def runs(cfg: Config) -> list[R.FinetuneRun]:
+    out = [r for seed in cfg.seed_list() for point, fr in exploration_points(cfg).items()
+           for r in arms(cfg, seed, point, fr)]
+    if cfg.confirm:
+        point = (*parse_point(cfg.confirm), cfg.batch_size, cfg.finetune_epochs)
+        out += [r for seed in cfg.confirm_seed_list() for r in arms(cfg, seed, point, cfg.dose_fractions)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def rows(records) -> pd.DataFrame:
+    """One row per fine-tuning run: labels, final global measures, the dense model's accuracy."""
+    out = backbone.final_rows(records)
+    dense = {(run.model, run.train.seed): rec["result"]["final"]["test_acc"]
+             for run, rec in records if run.kind == "pretrain"}
+    out["dense_acc"] = [dense[(m, s)] for m, s in zip(out.model, out.seed)]
+    return out
+
+
+def decompose(rows_: pd.DataFrame) -> pd.DataFrame:
+    """Per pruned run: its cascade E (a), the control's temperature shedding T (b) and relaxation K_c (c)."""
     out = []
-    for seed in range(cfg.seeds):
-        pre = phenomenon.pretrain_run(cfg, seed)
-        for lr, wd, bs, epochs in points(cfg):
-            ft = TrainConfig(epochs=epochs, batch_size=bs, lr=lr, weight_decay=wd, lr_schedule="constant",
-                             precision=cfg.precision, seed=seed)
-            for crit in ("none", *cfg.criteria):
-                out.append(R.FinetuneRun(pre, R.PruneConfig(crit, cfg.fraction, seed), ft, TrackerConfig()))
+    for f, g in rows_.groupby("fraction"):
+        k, d = f"kept_shed@{f:g}", f"shed_gmp@{f:g}"
+        ctrl = rows_[rows_.criterion == "none"].set_index([*POINT, "seed"])
+        pruned = g[g.criterion == "gmp"].join(ctrl[[k, d, "test_acc", "dead_bn", "dead_filters", "shed_rms@0.05"]]
+                                              .add_suffix("_control"), on=[*POINT, "seed"])
+        pruned["cascade"] = (1 - f) * (pruned[k] - pruned[f"{k}_control"]) / f
+        pruned["temperature"] = pruned[f"{d}_control"] - f
+        pruned["relaxation"] = pruned[f"{k}_control"]
+        pruned["survivors_shed"] = pruned[k]
+        for m in ("dead_bn", "dead_filters", "shed_rms@0.05"):
+            pruned[f"{m}_excess"] = pruned[m] - pruned[f"{m}_control"]
+        pruned["acc_drop"] = pruned.dense_acc - pruned.removal_acc
+        out.append(pruned)
+    return pd.concat(out, ignore_index=True)
+
+
+QUANTITIES = ["cascade", "temperature", "relaxation", "survivors_shed", "dead_bn", "dead_bn_excess",
+              "shed_rms@0.05_excess", "test_acc", "test_acc_control", "removal_acc", "dense_acc", "acc_drop"]
+
+
+def point_table(dec: pd.DataFrame, seeds) -> pd.DataFrame:
+    """Mean over `seeds` per point and fraction, with the 95% CI of the cascade E."""
+    d = dec[dec.seed.isin(list(seeds))]
+    g = d.groupby([*POINT, "fraction"])
+    out = g[QUANTITIES].mean()
+    ci = g.cascade.apply(lambda v: core.mean_ci(v.tolist()))
+    out["cascade_lo"] = [c[1] for c in ci]
+    out["cascade_hi"] = [c[2] for c in ci]
+    out["n_seeds"] = g.size()
     return out
 
 
-def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:
-    """Per point, criterion and seed: rise of `metric` vs the same point's control, in units of the fraction."""
-    by = [*POINT, "fraction", "seed"]
-    d = core.final_delta(frame, metric, by=("criterion", *by)).rename("d_shed").reset_index()
-    ctrl = d[d.criterion == "none"].set_index(by)["d_shed"].rename("d_control")
-    d = d[d.criterion != "none"].join(ctrl, on=by)
-    d["excess_ratio"] = (d.d_shed * (1 - d.fraction) - d.d_control) / d.fraction
-    return d.reset_index(drop=True)
+def choose(cfg: Config, table: pd.DataFrame) -> tuple[str, bool]:
+    """The exploration's choice: the map point with the largest mean E where accuracy survives (else overall)."""
+    grid = table.xs((cfg.batch_size, cfg.finetune_epochs, cfg.fraction), level=("batch_size", "epochs", "fraction"))
+    grid = grid[[p in cfg.grid() for p in grid.index]]
+    alive = grid[grid.acc_drop <= cfg.survival]
+    pick = (alive if len(alive) else grid).cascade.idxmax()
+    return f"{pick[0]:g}/{pick[1]:g}/{pick[2]}", bool(len(alive))
 
 
-def point_table(ex: pd.DataFrame) -> pd.DataFrame:
-    """Mean E over criteria per (point, seed), then mean and 95% CI over seeds per point."""
-    per_seed = ex.groupby([*POINT, "seed"]).excess_ratio.mean()
-    rows = {k: core.mean_ci(g.tolist()) for k, g in per_seed.groupby(POINT)}
-    out = pd.DataFrame.from_dict(rows, orient="index", columns=["excess_ratio", "ci_lo", "ci_hi"])
-    out.index = pd.MultiIndex.from_tuples(out.index, names=POINT)
-    out["n_seeds"] = per_seed.groupby(POINT).size()
-    return out
+def slopes(dec: pd.DataFrame, seeds) -> pd.DataFrame:
+    """Per dose point and seed, the least-squares slope of the excess shed share (1 - f)(K_p - K_c) against f
+    (a cascade: slope > 1), then mean and 95% CI over seeds per point."""
+    d = dec[dec.seed.isin(list(seeds))].assign(excess=lambda x: x.cascade * x.fraction)
+    per_seed = {k: np.polyfit(g.fraction, g.excess, 1)[0] for k, g in d.groupby([*POINT, "seed"])
+                if g.fraction.nunique() > 2}
+    s = pd.Series(per_seed, name="slope")
+    s.index.names = [*POINT, "seed"]
+    out = pd.DataFrame([(*k, *core.mean_ci(v.tolist()), len(v)) for k, v in s.groupby(POINT)],
+                       columns=[*POINT, "slope", "slope_lo", "slope_hi", "n_seeds"])
+    return out.set_index(POINT)
 
 
-def scale_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per point and criterion, mean over seeds: rises of the scale-sensitive and scale-aware measures,
-    and the norm ratio (global weight norm at the end / right after pruning)."""
-    by = ("criterion", *POINT, "seed")
-    deltas = {m: core.final_delta(frame, m, by=by) for m in SCALE_METRICS}
-    norms = frame[(frame.layer != "global") & (frame.metric == "norm")]
-    total = norms.assign(sq=norms.value ** 2).groupby([*by, "step"]).sq.sum().pow(0.5)
-    g = total.groupby(list(by))
-    deltas["norm_ratio"] = g.last() / g.first()
-    table = pd.DataFrame({f"d_{k}" if k != "norm_ratio" else k: v for k, v in deltas.items()})
-    return table.groupby(["criterion", *POINT]).mean()
+def curves(records, fractions) -> pd.DataFrame:
+    """Per run and record: K(f) and D(f) at the run's own fraction, for the timing plots."""
+    frame = core.tracker_frame(records)
+    frame = frame[frame.layer == "global"]
+    parts = []
+    for f in fractions:
+        sel = frame[frame.metric.isin([f"kept_shed@{f:g}", f"shed_gmp@{f:g}"])]
+        sel = sel[(sel.criterion == "none") | (sel.fraction == f)]
+        parts.append(sel.assign(at=f, metric=sel.metric.str.split("@").str[0]))
+    out = pd.concat(parts, ignore_index=True)
+    return out.pivot_table(index=[*POINT, "criterion", "fraction", "at", "seed", "step", "epoch"], columns="metric",
+                           values="value").reset_index()
 
 
-def final_metrics(frame: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
-    """Per point and criterion, mean over seeds: final test accuracy, removal accuracy, effective sparsity."""
-    by = ["criterion", *POINT, "seed"]
-    g = frame[frame.layer == "global"]
-    last = g[g.step == g.groupby("key").step.transform("max")]
-    out = last.pivot_table(index=by, columns="metric", values="value")[["removal_acc", "effective_sparsity"]]
-    acc = hist[hist.metric == "test_acc"]
-    out["test_acc"] = acc[acc.epoch == acc.groupby(by).epoch.transform("max")].set_index(by)["value"]
-    return out.groupby(["criterion", *POINT]).mean()[["test_acc", "removal_acc", "effective_sparsity"]]
+def half_times(curve: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
+    """Per run: the epoch at which K first reaches half its final value (linear interpolation between records)."""
+    out = []
+    for key, g in curve.groupby([*POINT, "criterion", "fraction", "at", "seed"]):
+        g = g.sort_values("step")
+        k = g.kept_shed.to_numpy()
+        t = g.step.to_numpy() / steps_per_epoch
+        half = k[-1] / 2
+        i = int(np.argmax(k >= half)) if k[-1] > 0 else 0
+        t_half = t[i] if i == 0 else t[i - 1] + (half - k[i - 1]) * (t[i] - t[i - 1]) / (k[i] - k[i - 1])
+        out.append({**dict(zip([*POINT, "criterion", "fraction", "at", "seed"], key)), "t_half": t_half,
+                    "final": k[-1]})
+    return pd.DataFrame(out)
 
 
-def grid_matrix(table: pd.DataFrame, column: str, cfg: Config, criterion: str | None = None) -> pd.DataFrame:
-    """lr (rows) x weight decay (columns) matrix of `column` at the grid's batch size and length."""
-    t = table.reset_index()
-    if criterion is not None:
-        t = t[t.criterion == criterion]
-    t = t[(t.batch_size == cfg.batch_size) & (t.epochs == cfg.finetune_epochs)]
-    return t.pivot_table(index="lr", columns="weight_decay", values=column)
-
-
-def verdict(cfg: Config, ex: pd.DataFrame, table: pd.DataFrame) -> dict:
-    grid = table.xs((cfg.batch_size, cfg.finetune_epochs), level=("batch_size", "epochs"))
-    best = grid.excess_ratio.idxmax()
-    per_seed = ex[(ex.lr == best[0]) & (ex.weight_decay == best[1]) & (ex.batch_size == cfg.batch_size)
-                  & (ex.epochs == cfg.finetune_epochs)].groupby("seed").excess_ratio.mean().tolist()
-    above = [f"lr={lr:g}/wd={wd:g}" for (lr, wd), row in grid.iterrows() if row.ci_lo > 1]
-    where = ", ".join(above) if above else "no grid point"
+def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
+    if not cfg.confirm:
+        return {"claim": "C1", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 0,
+                "condition": "exploration only: no confirmation point fixed",
+                "summary": "C1 is not yet tested here: the confirmation runs are not part of this configuration."}
+    lr, wd, schedule = parse_point(cfg.confirm)
+    d = dec[(dec.lr == lr) & (dec.weight_decay == wd) & (dec.schedule == schedule) & (dec.fraction == cfg.fraction)
+            & (dec.batch_size == cfg.batch_size) & (dec.epochs == cfg.finetune_epochs)
+            & dec.seed.isin(list(cfg.confirm_seed_list()))]
+    per_seed = d.sort_values("seed").cascade.tolist()
+    drop = d.acc_drop.mean()
     return core.verdict(
         "C1", per_seed, 1.0,
-        f"C1 {{word}} at the best grid point lr={best[0]:g}, wd={best[1]:g} (batch {cfg.batch_size}, "
-        f"{cfg.finetune_epochs} epochs, {cfg.fraction:.0%} pruned): excess shedding {{mean:.2f}}x the pruned "
-        f"fraction (95% CI {{lo:.2f}} to {{hi:.2f}}, n={{n}} seeds; threshold 1x). The CI lies above 1 at: "
-        f"{where} (of {len(grid)} grid points).",
-        condition=f"{cfg.model} w{cfg.width}, best of {len(grid)} (lr, wd) points: lr={best[0]:g}, wd={best[1]:g}")
+        f"C1 {{word}} at the confirmed point lr={lr:g}, wd={wd:g}, {schedule} ({cfg.fraction:.0%} pruned by GMP, "
+        f"{cfg.model} w{cfg.width}): pruning causes shedding of {{mean:.2f}}x the pruned fraction beyond the "
+        f"control's drift (95% CI {{lo:.2f}} to {{hi:.2f}}, n={{n}} fresh seeds; threshold 1x). Accuracy after "
+        f"removing the shed weights is {drop:+.3f} below the dense model's (mean).",
+        condition=f"{cfg.model} w{cfg.width}, lr={lr:g}, wd={wd:g}, {schedule}, {cfg.finetune_epochs} epochs, "
+                  f"GMP {cfg.fraction:g}; confirmation seeds")
 
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
-    frame = core.tracker_frame(records)
-    hist = core.history_frame(records)
-    ex = excess(frame)
-    table = point_table(ex)
-    final = final_metrics(frame, hist)
-    accs = final.test_acc.unstack("criterion").rename(columns=lambda c: f"acc_{c}")
-    tables = {"points": table.join(accs), "excess": ex, "scale": scale_table(frame), "final": final,
-              "frame": frame, "history": hist}
-    return tables, [verdict(cfg, ex, table)]
+    r = rows(records)
+    dec = decompose(r)
+    explore = point_table(dec, cfg.seed_list())
+    pick, survived = choose(cfg, explore)
+    tables = {"rows": r, "decomposition": dec, "explore": explore, "choice": pd.Series(
+                  {"point": pick, "accuracy_survives": survived}),
+              "slopes": slopes(dec, cfg.seed_list()),
+              "history": core.history_frame(records)}
+    if cfg.confirm:
+        tables["confirm"] = point_table(dec, cfg.confirm_seed_list())
+        tables["confirm_slopes"] = slopes(dec, cfg.confirm_seed_list())
+    return tables, [verdict(cfg, dec)]
 
 
 EXPERIMENT = core.Experiment(
     name="conditions", notebook="02_conditions", claims=("C1",), config=Config,
     profiles={
-        "smoke": dict(model="resnet8", width=4, train_size=128, test_size=64, seeds=2, criteria=("gmp",),
-                      pretrain_epochs=1, batch_size=64, lrs=(0.03, 0.1), weight_decays=(5e-4,), finetune_lr=0.1,
-                      batch_sizes=(32, 64), finetune_epochs=1, epoch_sweep=(1,)),
+        "smoke": dict(width=4, train_size=256, test_size=128, seeds=2, pretrain_epochs=1, batch_size=64,
+                      lrs=(0.03, 0.3), weight_decays=(5e-3,), schedules=("cosine",), finetune_lr=0.3,
+                      weight_decay=5e-3, finetune_epochs=2, batch_sizes=(32,), epoch_sweep=(), record_every=2,
+                      dose_points=("0.3/0.005/cosine",), dose_fractions=(0.05, 0.1, 0.2),
+                      confirm="0.3/0.005/cosine", confirm_seeds=2),
         "paper": {},
-        "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60,
-                     lrs=(0.003, 0.01, 0.03, 0.1, 0.3), weight_decays=(0.0, 1e-4, 5e-4, 2e-3, 5e-3),
-                     finetune_epochs=10, batch_sizes=(32, 64, 128, 256, 512), epoch_sweep=(2, 5, 10, 20)),
+        "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60, finetune_epochs=20,
+                                                record_every=0),
     },
     runs=runs, analyze=analyze,
-    description="Map the C1 excess shedding over fine-tuning learning rate x weight decay, batch size and length, "
-                "each point against its own unpruned control.")
+    description="Map shedding over fine-tuning learning rate x weight decay x schedule against the unpruned "
+                "control, split it into cascade, temperature and relaxation, and confirm C1 on fresh seeds.")

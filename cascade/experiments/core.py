@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
+from scipy import stats
 from tqdm import tqdm
 
 from .. import executors
@@ -27,21 +28,19 @@ PROFILES = ("smoke", "paper", "full")
 # the published numbers are shown to regenerate from the records alone, on any CPU.
 READ_ONLY = "CASCADE_READ_ONLY"
 
-# Two-sided 95% Student-t quantiles, t_{0.975, df} for df = 1..30 (beyond that 1.96 is used).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds; the interval is (nan, nan) with fewer than two values."""
+def mean_ci(values) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval over seeds; the interval is (nan, nan) with fewer than two values."""
+    values = [float(v) for v in values]
     n = len(values)
     if n == 0:
         return math.nan, math.nan, math.nan
     m = statistics.fmean(values)
     if n < 2:
         return m, math.nan, math.nan
-    half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * statistics.stdev(values) / math.sqrt(n)
-    return m, m - half, m + half
+    lo, hi = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    return m, float(lo), float(hi)
 
 
 def verdict(claim: str, values: list[float], threshold: float, summary: str, above: bool = True,

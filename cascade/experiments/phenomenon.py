@@ -17,55 +17,37 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..shedding import TrackerConfig
-from ..train import TrainConfig
 from . import core
 from . import runs as R
+from .backbone import Backbone
 
 
 @dataclass(frozen=True)
-class Config:
-    model: str = "resnet20"
-    width: int = 16
-    dataset: str = "fashion-mnist"
-    train_size: int | None = 4000
-    test_size: int | None = 2000
+class Config(Backbone):
     seeds: int = 4
     criteria: tuple[str, ...] = ("gmp", "random")
     fractions: tuple[float, ...] = (0.05, 0.1, 0.2)
-    pretrain_epochs: int = 15
-    pretrain_lr: float = 0.1
     finetune_epochs: int = 6
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
-    batch_size: int = 128
-    precision: str = "fp32"  # bf16 is slower here (oneDNN cannot use this VM's AMX); 90_precision checks it
+    # bf16 is slower here (oneDNN cannot use this VM's AMX); 90_precision checks it
 
     def __post_init__(self):
-        if self.seeds < 1:
-            raise ValueError(f"seeds={self.seeds} is invalid; allowed: an int >= 1")
+        super().__post_init__()
         if not self.fractions or not all(0 < f < 1 for f in self.fractions):
             raise ValueError(f"fractions={self.fractions!r} is invalid; allowed: values in (0, 1)")
 
 
-def pretrain_run(cfg, seed: int) -> R.PretrainRun:
-    """The shared dense model of chapters 01-03 for a config that has these fields."""
-    return R.PretrainRun(
-        R.DataConfig(cfg.dataset, cfg.train_size, cfg.test_size), cfg.model, cfg.width,
-        TrainConfig(epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=cfg.pretrain_lr,
-                    weight_decay=cfg.weight_decay, lr_schedule="cosine", precision=cfg.precision, seed=seed))
-
-
-def seed_runs(cfg, seed: int, precision: str) -> list[R.FinetuneRun]:
+def seed_runs(cfg: Config, seed: int, precision: str) -> list[R.FinetuneRun]:
     """One seed's prune-then-fine-tune runs (control first at each fraction), fine-tuned in `precision`."""
-    pre = pretrain_run(cfg, seed)
-    ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
-                     weight_decay=cfg.weight_decay, lr_schedule="constant", precision=precision, seed=seed)
+    pre = cfg.pretrain(seed)
+    ft = cfg.finetune(seed, cfg.finetune_epochs, cfg.finetune_lr, cfg.weight_decay, precision=precision)
     return [R.FinetuneRun(pre, R.PruneConfig(crit, frac, seed), ft, TrackerConfig())
             for frac in cfg.fractions for crit in ("none", *cfg.criteria)]
 
 
 def runs(cfg: Config) -> list[R.FinetuneRun]:
-    return [r for seed in range(cfg.seeds) for r in seed_runs(cfg, seed, cfg.precision)]
+    return [r for seed in cfg.seed_list() for r in seed_runs(cfg, seed, cfg.precision)]
 
 
 def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:

@@ -29,7 +29,7 @@ class Config(phenomenon.Config):
 
 
 def runs(cfg: Config) -> list[R.FinetuneRun]:
-    return [r for seed in range(cfg.seeds) for precision in cfg.precisions
+    return [r for seed in cfg.seed_list() for precision in cfg.precisions
             for r in phenomenon.seed_runs(cfg, seed, precision)]
 
 

@@ -143,7 +143,8 @@ class FinetuneRun(Run):
     def labels(self) -> dict:
         ft = self.finetune
         return {"model": self.pretrain.model, "criterion": self.prune.criterion, "fraction": self.prune.fraction,
-                "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "batch_size": ft.batch_size,
+                "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "schedule": ft.lr_schedule,
+                "batch_size": ft.batch_size,
                 "epochs": ft.epochs, "precision": ft.precision}
 
     def cost(self) -> float:
@@ -207,6 +208,8 @@ def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
                   quiet=quiet, desc=f"{p.criterion} {p.fraction:g} s{run.finetune.seed}")
     result = {"tau0": tau0, "sparsity": mask.sparsity() if mask is not None else 0.0, "history": state.history,
               "final": state.history[-1], "tracker": [[*r[:4], _round(r[4])] for r in tracker.rows]}
+    if run.tracker.summaries:
+        result["summaries"] = tracker.summaries
     return store.put(run.kind, run, run.version, result, _meta(time.perf_counter() - start))
 
 

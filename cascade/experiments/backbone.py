@@ -1,0 +1,93 @@
+"""The dense model every chapter starts from, and the helpers that turn its runs' records into effects.
+
+An experiment's `Config` subclasses `Backbone` (fields stay flat, so `-p name=value` and papermill set them
+directly), overrides the defaults it needs, and adds its own fields. Pre-training and fine-tuning have separate
+hyperparameters: `pretrain_*` here, the fine-tuning ones in the experiment. Two experiments whose backbones are
+equal share their pre-trained models in the store.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from scipy import stats
+
+from .. import models
+from ..train import TrainConfig
+from . import core
+from . import runs as R
+
+
+@dataclass(frozen=True)
+class Backbone:
+    model: str = "resnet20"
+    width: int = 16
+    dataset: str = "fashion-mnist"
+    train_size: int | None = 4000
+    test_size: int | None = 2000
+    seeds: int = 3
+    first_seed: int = 0
+    pretrain_epochs: int = 15
+    pretrain_lr: float = 0.1
+    pretrain_weight_decay: float = 5e-4
+    batch_size: int = 128
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds={self.seeds!r} is invalid; allowed: an int >= 1")
+        if not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ValueError(f"first_seed={self.first_seed!r} is invalid; allowed: an int >= 0")
+        if self.model not in models.names():
+            raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(models.names())}")
+
+    def seed_list(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
+
+    def data(self) -> R.DataConfig:
+        return R.DataConfig(self.dataset, self.train_size, self.test_size)
+
+    def pretrain(self, seed: int, model: str | None = None, width: int | None = None,
+                 precision: str | None = None) -> R.PretrainRun:
+        """The dense model of `seed` (cosine schedule); `model`, `width` and `precision` override the backbone's."""
+        return R.PretrainRun(
+            self.data(), model or self.model, width or self.width,
+            TrainConfig(epochs=self.pretrain_epochs, batch_size=self.batch_size, lr=self.pretrain_lr,
+                        weight_decay=self.pretrain_weight_decay, lr_schedule="cosine",
+                        precision=precision or self.precision, seed=seed))
+
+    def finetune(self, seed: int, epochs: int, lr: float, weight_decay: float, schedule: str = "constant",
+                 batch_size: int | None = None, precision: str | None = None) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=batch_size or self.batch_size, lr=lr, weight_decay=weight_decay,
+                           lr_schedule=schedule, precision=precision or self.precision, seed=seed)
+
+
+def final_rows(records) -> pd.DataFrame:
+    """One row per fine-tuning run: its labels, its last global tracker values and its final test accuracy."""
+    frame = core.tracker_frame(records)
+    g = frame[frame.layer == "global"]
+    last = g[g.step == g.groupby("key").step.transform("max")]
+    labels = [c for c in frame.columns if c not in ("epoch", "step", "layer", "metric", "value")]
+    out = last.pivot_table(index=labels, columns="metric", values="value").reset_index()
+    acc = {rec["key"]: rec["result"]["final"].get("test_acc") for _, rec in records if "tracker" in rec["result"]}
+    out["test_acc"] = out.key.map(acc)
+    out.columns.name = None
+    return out
+
+
+def over_control(rows: pd.DataFrame, columns: list[str], on: list[str]) -> pd.DataFrame:
+    """The pruned rows with `<column>_control` (the unpruned run that matches on `on`) and
+    `<column>_excess` (pruned minus control) added for each column."""
+    ctrl = rows[rows.criterion == "none"].set_index(on)[columns].add_suffix("_control")
+    out = rows[rows.criterion != "none"].join(ctrl, on=on)
+    for c in columns:
+        out[f"{c}_excess"] = out[c] - out[f"{c}_control"]
+    return out.reset_index(drop=True)
+
+
+def paired(a: pd.Series, b: pd.Series) -> dict:
+    """Per-seed paired effect a - b (both indexed by seed): mean, 95% t-interval and the paired t-test's p."""
+    d = (a - b).dropna()
+    m, lo, hi = core.mean_ci(d.tolist())
+    p = float(stats.ttest_rel(a[d.index], b[d.index]).pvalue) if len(d) > 1 else float("nan")
+    return {"effect": m, "ci_lo": lo, "ci_hi": hi, "p": p, "n_seeds": len(d)}

@@ -69,7 +69,7 @@ class Config(Backbone):
     schedule: str = "cosine"
     batch_sizes: tuple[int, ...] = (32, 512)
     epoch_sweep: tuple[int, ...] = (10,)
-    dose_points: tuple[str, ...] = ("0.1/0.002/cosine", "0.3/0.005/constant", "0.3/0.005/cosine")
+    dose_points: tuple[str, ...] = ("0.1/0.002/cosine", "0.3/0.005/cosine")
     dose_fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
     record_every: int = 39
     survival: float = 0.02
@@ -218,19 +218,27 @@ def curves(records, fractions) -> pd.DataFrame:
                            values="value").reset_index()
 
 
-def half_times(curve: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
-    """Per run: the epoch at which K first reaches half its final value (linear interpolation between records)."""
+def half_times(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the epoch at which K first reaches half its final value (linear interpolation between records;
+    nan when K ends at or below 0)."""
+    keys = [*POINT, "criterion", "fraction", "at", "seed"]
     out = []
-    for key, g in curve.groupby([*POINT, "criterion", "fraction", "at", "seed"]):
+    for key, g in curve.groupby(keys):
         g = g.sort_values("step")
-        k = g.kept_shed.to_numpy()
-        t = g.step.to_numpy() / steps_per_epoch
-        half = k[-1] / 2
-        i = int(np.argmax(k >= half)) if k[-1] > 0 else 0
-        t_half = t[i] if i == 0 else t[i - 1] + (half - k[i - 1]) * (t[i] - t[i - 1]) / (k[i] - k[i - 1])
-        out.append({**dict(zip([*POINT, "criterion", "fraction", "at", "seed"], key)), "t_half": t_half,
-                    "final": k[-1]})
+        k, t = g.kept_shed.to_numpy(), g.step.to_numpy() * g.epoch.max() / g.step.max()
+        half, i = k[-1] / 2, int(np.argmax(k >= k[-1] / 2))
+        t_half = np.nan if k[-1] <= 0 else t[i] if i == 0 else \
+            t[i - 1] + (half - k[i - 1]) * (t[i] - t[i - 1]) / (k[i] - k[i - 1])
+        out.append({**dict(zip(keys, key)), "t_half": t_half, "final": k[-1]})
     return pd.DataFrame(out)
+
+
+def matrix(table: pd.DataFrame, column: str, cfg: Config, schedule: str) -> pd.DataFrame:
+    """lr (rows) x weight decay (columns) of `column` on the map (its batch size, length and fraction)."""
+    t = table.reset_index()
+    t = t[(t.schedule == schedule) & (t.batch_size == cfg.batch_size) & (t.epochs == cfg.finetune_epochs)
+          & (t.fraction == cfg.fraction)]
+    return t.pivot_table(index="lr", columns="weight_decay", values=column)
 
 
 def verdict(cfg: Config, dec: pd.DataFrame) -> dict:

@@ -12,10 +12,24 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
-from .. import models
+from .. import models, train
+from ..shedding import TrackerConfig
 from ..train import TrainConfig
 from . import core
 from . import runs as R
+
+
+def parse_point(text: str) -> tuple[float, float, str]:
+    """(lr, weight_decay, schedule) from "lr/wd/schedule", e.g. "0.3/0.005/cosine"."""
+    try:
+        lr, wd, schedule = text.split("/")
+        lr, wd = float(lr), float(wd)
+    except ValueError:
+        raise ValueError(f"point {text!r} is invalid; allowed: 'lr/weight_decay/schedule', e.g. '0.3/0.005/cosine'") \
+            from None
+    if schedule not in train.LR_SCHEDULES:
+        raise ValueError(f"point {text!r} is invalid; allowed schedules: {', '.join(train.LR_SCHEDULES)}")
+    return lr, wd, schedule
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,20 @@ class Backbone:
                            lr_schedule=schedule, precision=precision or self.precision, seed=seed)
 
 
+def decomposition_tracker(fractions, every_steps: int = 0) -> TrackerConfig:
+    """Tracker settings that `decompose` needs: K(f) and D(f) at each fraction, plus |w| histograms."""
+    return TrackerConfig(definitions=tuple(f"gmp:{f:g}" for f in fractions), kept_fractions=tuple(fractions),
+                         per_layer=False, every_steps=every_steps, summaries=True)
+
+
+def arms(bb: Backbone, seed: int, ft: TrainConfig, fractions, control_fraction: float,
+         tracker: TrackerConfig) -> list[R.FinetuneRun]:
+    """The unpruned control and one-shot GMP at each fraction, all fine-tuned under `ft` from the seed's model."""
+    pre = bb.pretrain(seed)
+    return [R.FinetuneRun(pre, R.PruneConfig("none", control_fraction, seed), ft, tracker),
+            *(R.FinetuneRun(pre, R.PruneConfig("gmp", f, seed), ft, tracker) for f in fractions)]
+
+
 def final_rows(records) -> pd.DataFrame:
     """One row per fine-tuning run: its labels, its last global tracker values and its final test accuracy."""
     frame = core.tracker_frame(records)
@@ -91,3 +119,25 @@ def paired(a: pd.Series, b: pd.Series) -> dict:
     m, lo, hi = core.mean_ci(d.tolist())
     p = float(stats.ttest_rel(a[d.index], b[d.index]).pvalue) if len(d) > 1 else float("nan")
     return {"effect": m, "ci_lo": lo, "ci_hi": hi, "p": p, "n_seeds": len(d)}
+
+
+def decompose(rows: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+    """Per GMP-pruned run (rows from `final_rows` of runs tracked by `decomposition_tracker`, with `dense_acc`):
+    (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation` K_c, where the control
+    is the unpruned run that matches on `on` and the seed; also excesses of scale-aware measures over the control
+    and `acc_drop`, the dense accuracy minus the accuracy after removing the shed weights."""
+    ctrl = rows[rows.criterion == "none"].set_index([*on, "seed"])
+    scale = ["dead_bn", "dead_filters", "shed_rms@0.05"]
+    out = []
+    for f, g in rows[rows.criterion == "gmp"].groupby("fraction"):
+        k, d = f"kept_shed@{f:g}", f"shed_gmp@{f:g}"
+        pruned = g.join(ctrl[[k, d, "test_acc", *scale]].add_suffix("_control"), on=[*on, "seed"])
+        pruned["cascade"] = (1 - f) * (pruned[k] - pruned[f"{k}_control"]) / f
+        pruned["temperature"] = pruned[f"{d}_control"] - f
+        pruned["relaxation"] = pruned[f"{k}_control"]
+        pruned["survivors_shed"] = pruned[k]
+        for m in scale:
+            pruned[f"{m}_excess"] = pruned[m] - pruned[f"{m}_control"]
+        pruned["acc_drop"] = pruned.dense_acc - pruned.removal_acc
+        out.append(pruned.drop(columns=[k, d, f"{k}_control", f"{d}_control"]))
+    return pd.concat(out, ignore_index=True)

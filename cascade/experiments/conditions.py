@@ -30,26 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import train
-from ..shedding import TrackerConfig
 from . import backbone, core
 from . import runs as R
 from .backbone import Backbone
 
 POINT = ["lr", "weight_decay", "schedule", "batch_size", "epochs"]
-
-
-def parse_point(text: str) -> tuple[float, float, str]:
-    """(lr, weight_decay, schedule) from "lr/wd/schedule", e.g. "0.3/0.005/cosine"."""
-    try:
-        lr, wd, schedule = text.split("/")
-        lr, wd = float(lr), float(wd)
-    except ValueError:
-        raise ValueError(f"point {text!r} is invalid; allowed: 'lr/weight_decay/schedule', e.g. '0.3/0.005/cosine'") \
-            from None
-    if schedule not in train.LR_SCHEDULES:
-        raise ValueError(f"point {text!r} is invalid; allowed schedules: {', '.join(train.LR_SCHEDULES)}")
-    return lr, wd, schedule
 
 
 @dataclass(frozen=True)
@@ -60,15 +45,15 @@ class Config(Backbone):
     test_size: int | None = 2000
     pretrain_epochs: int = 20
     fraction: float = 0.1
-    lrs: tuple[float, ...] = (0.03, 0.1, 0.3)
+    lrs: tuple[float, ...] = (0.1, 0.3)
     weight_decays: tuple[float, ...] = (5e-4, 2e-3, 5e-3)
     schedules: tuple[str, ...] = ("constant", "cosine")
-    finetune_epochs: int = 5
+    finetune_epochs: int = 4
     finetune_lr: float = 0.1
     weight_decay: float = 2e-3
     schedule: str = "cosine"
-    batch_sizes: tuple[int, ...] = (32, 512)
-    epoch_sweep: tuple[int, ...] = (10,)
+    batch_sizes: tuple[int, ...] = (32,)
+    epoch_sweep: tuple[int, ...] = (8,)
     dose_points: tuple[str, ...] = ("0.1/0.002/cosine", "0.3/0.005/cosine")
     dose_fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
     record_every: int = 39
@@ -87,7 +72,7 @@ class Config(Backbone):
             raise ValueError(f"centre {self.finetune_lr}/{self.weight_decay}/{self.schedule} is invalid; allowed: "
                              f"a point of lrs x weight_decays x schedules")
         for text in (*self.dose_points, *([self.confirm] if self.confirm else [])):
-            parse_point(text)
+            backbone.parse_point(text)
         if not all(b >= 1 for b in self.batch_sizes) or not all(e >= 1 for e in self.epoch_sweep):
             raise ValueError(f"batch_sizes={self.batch_sizes!r}, epoch_sweep={self.epoch_sweep!r} are invalid; "
                              "allowed: ints >= 1")
@@ -96,9 +81,7 @@ class Config(Backbone):
         return [(lr, wd, s) for s in self.schedules for wd in self.weight_decays for lr in self.lrs]
 
     def tracker(self) -> TrackerConfig:
-        return TrackerConfig(definitions=tuple(f"gmp:{f:g}" for f in self.dose_fractions),
-                             kept_fractions=self.dose_fractions, per_layer=False, every_steps=self.record_every,
-                             summaries=True)
+        return backbone.decomposition_tracker(self.dose_fractions, self.record_every)
 
     def confirm_seed_list(self) -> range:
         start = self.first_seed + self.seeds
@@ -108,10 +91,8 @@ class Config(Backbone):
 def arms(cfg: Config, seed: int, point: tuple, fractions) -> list[R.FinetuneRun]:
     """The control and GMP at each fraction, fine-tuned at `point` = (lr, wd, schedule, batch size, epochs)."""
     lr, wd, schedule, batch, epochs = point
-    ft = cfg.finetune(seed, epochs, lr, wd, schedule, batch_size=batch)
-    pre = cfg.pretrain(seed)
-    return [R.FinetuneRun(pre, R.PruneConfig("none", cfg.fraction, seed), ft, cfg.tracker()),
-            *(R.FinetuneRun(pre, R.PruneConfig("gmp", f, seed), ft, cfg.tracker()) for f in fractions)]
+    return backbone.arms(cfg, seed, cfg.finetune(seed, epochs, lr, wd, schedule, batch_size=batch), fractions,
+                         cfg.fraction, cfg.tracker())
 
 
 def exploration_points(cfg: Config) -> dict[tuple, tuple[float, ...]]:
@@ -124,7 +105,7 @@ def exploration_points(cfg: Config) -> dict[tuple, tuple[float, ...]]:
     for e in cfg.epoch_sweep:
         out.setdefault((*centre, cfg.batch_size, e), (cfg.fraction,))
     for text in cfg.dose_points:
-        out[(*parse_point(text), *base)] = cfg.dose_fractions
+        out[(*backbone.parse_point(text), *base)] = cfg.dose_fractions
     return out
 
 
@@ -132,7 +113,7 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
     out = [r for seed in cfg.seed_list() for point, fr in exploration_points(cfg).items()
            for r in arms(cfg, seed, point, fr)]
     if cfg.confirm:
-        point = (*parse_point(cfg.confirm), cfg.batch_size, cfg.finetune_epochs)
+        point = (*backbone.parse_point(cfg.confirm), cfg.batch_size, cfg.finetune_epochs)
         out += [r for seed in cfg.confirm_seed_list() for r in arms(cfg, seed, point, cfg.dose_fractions)]
     return out
 
@@ -145,25 +126,6 @@ def rows(records) -> pd.DataFrame:
              for run, rec in records if run.kind == "pretrain"}
     out["dense_acc"] = [dense[(m, s)] for m, s in zip(out.model, out.seed)]
     return out
-
-
-def decompose(rows_: pd.DataFrame) -> pd.DataFrame:
-    """Per pruned run: its cascade E (a), the control's temperature shedding T (b) and relaxation K_c (c)."""
-    out = []
-    for f, g in rows_.groupby("fraction"):
-        k, d = f"kept_shed@{f:g}", f"shed_gmp@{f:g}"
-        ctrl = rows_[rows_.criterion == "none"].set_index([*POINT, "seed"])
-        pruned = g[g.criterion == "gmp"].join(ctrl[[k, d, "test_acc", "dead_bn", "dead_filters", "shed_rms@0.05"]]
-                                              .add_suffix("_control"), on=[*POINT, "seed"])
-        pruned["cascade"] = (1 - f) * (pruned[k] - pruned[f"{k}_control"]) / f
-        pruned["temperature"] = pruned[f"{d}_control"] - f
-        pruned["relaxation"] = pruned[f"{k}_control"]
-        pruned["survivors_shed"] = pruned[k]
-        for m in ("dead_bn", "dead_filters", "shed_rms@0.05"):
-            pruned[f"{m}_excess"] = pruned[m] - pruned[f"{m}_control"]
-        pruned["acc_drop"] = pruned.dense_acc - pruned.removal_acc
-        out.append(pruned)
-    return pd.concat(out, ignore_index=True)
 
 
 QUANTITIES = ["cascade", "temperature", "relaxation", "survivors_shed", "dead_bn", "dead_bn_excess",
@@ -246,7 +208,7 @@ def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
         return {"claim": "C1", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 0,
                 "condition": "exploration only: no confirmation point fixed",
                 "summary": "C1 is not yet tested here: the confirmation runs are not part of this configuration."}
-    lr, wd, schedule = parse_point(cfg.confirm)
+    lr, wd, schedule = backbone.parse_point(cfg.confirm)
     d = dec[(dec.lr == lr) & (dec.weight_decay == wd) & (dec.schedule == schedule) & (dec.fraction == cfg.fraction)
             & (dec.batch_size == cfg.batch_size) & (dec.epochs == cfg.finetune_epochs)
             & dec.seed.isin(list(cfg.confirm_seed_list()))]
@@ -264,7 +226,7 @@ def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     r = rows(records)
-    dec = decompose(r)
+    dec = backbone.decompose(r, POINT)
     explore = point_table(dec, cfg.seed_list())
     pick, survived = choose(cfg, explore)
     tables = {"rows": r, "decomposition": dec, "explore": explore, "choice": pd.Series(

@@ -19,6 +19,7 @@ import pandas as pd
 from ..shedding import TrackerConfig
 from . import core
 from . import runs as R
+from . import backbone
 from .backbone import Backbone
 
 
@@ -30,12 +31,15 @@ class Config(Backbone):
     finetune_epochs: int = 6
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
+    hot: str = ""  # "lr/wd/schedule": chapter 02's confirmed condition, where the same analysis is repeated
     # bf16 is slower here (oneDNN cannot use this VM's AMX); 90_precision checks it
 
     def __post_init__(self):
         super().__post_init__()
         if not self.fractions or not all(0 < f < 1 for f in self.fractions):
             raise ValueError(f"fractions={self.fractions!r} is invalid; allowed: values in (0, 1)")
+        if self.hot and backbone.parse_point(self.hot) == (self.finetune_lr, self.weight_decay, "constant"):
+            raise ValueError(f"hot={self.hot!r} is invalid; allowed: a condition other than the cold protocol's")
 
 
 def seed_runs(cfg: Config, seed: int, precision: str) -> list[R.FinetuneRun]:
@@ -46,8 +50,37 @@ def seed_runs(cfg: Config, seed: int, precision: str) -> list[R.FinetuneRun]:
             for frac in cfg.fractions for crit in ("none", *cfg.criteria)]
 
 
+def hot_runs(cfg: Config, seed: int) -> list[R.FinetuneRun]:
+    """The control and GMP at each fraction, fine-tuned at the `hot` condition, tracked for `backbone.decompose`."""
+    if not cfg.hot:
+        return []
+    lr, wd, schedule = backbone.parse_point(cfg.hot)
+    return backbone.arms(cfg, seed, cfg.finetune(seed, cfg.finetune_epochs, lr, wd, schedule), cfg.fractions,
+                         cfg.fractions[0], backbone.decomposition_tracker(cfg.fractions))
+
+
 def runs(cfg: Config) -> list[R.FinetuneRun]:
-    return [r for seed in cfg.seed_list() for r in seed_runs(cfg, seed, cfg.precision)]
+    return [r for seed in cfg.seed_list() for r in (*seed_runs(cfg, seed, cfg.precision), *hot_runs(cfg, seed))]
+
+
+def is_cold(cfg: Config, run) -> bool:
+    ft = run.finetune
+    return (ft.lr, ft.weight_decay, ft.lr_schedule) == (cfg.finetune_lr, cfg.weight_decay, "constant")
+
+
+def hot_analysis(cfg: Config, records) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The decomposition at the hot condition: one row per GMP run, and per fraction the means with E's CI."""
+    rows = backbone.final_rows(records)
+    dense = {run.train.seed: rec["result"]["final"]["test_acc"] for run, rec in records if run.kind == "pretrain"}
+    rows["dense_acc"] = rows.seed.map(dense)
+    dec = backbone.decompose(rows, ["lr", "weight_decay", "schedule"])
+    cols = ["cascade", "temperature", "relaxation", "survivors_shed", "dead_bn_excess", "test_acc", "removal_acc",
+            "dense_acc", "acc_drop"]
+    table = dec.groupby("fraction")[cols].mean()
+    ci = dec.groupby("fraction").cascade.apply(lambda v: core.mean_ci(v.tolist()))
+    table["cascade_lo"], table["cascade_hi"] = [c[1] for c in ci], [c[2] for c in ci]
+    table["n_seeds"] = dec.groupby("fraction").size()
+    return dec, table
 
 
 def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:
@@ -61,6 +94,8 @@ def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:
 
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
+    hot = [(r, rec) for r, rec in records if r.kind == "pretrain" or not is_cold(cfg, r)]
+    records = [(r, rec) for r, rec in records if r.kind == "pretrain" or is_cold(cfg, r)]
     frame = core.tracker_frame(records)
     hist = core.history_frame(records)
     ex = excess(frame)
@@ -79,7 +114,10 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         "unpruned control (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; threshold 1x).",
         condition=f"{cfg.model} w{cfg.width}, one-shot {'+'.join(cfg.criteria)} at "
                   f"{', '.join(f'{f:g}' for f in cfg.fractions)}")
-    return {"summary": summary, "excess": ex, "frame": frame, "history": hist}, [v]
+    tables = {"summary": summary, "excess": ex, "frame": frame, "history": hist}
+    if cfg.hot:
+        tables["hot_rows"], tables["hot"] = hot_analysis(cfg, hot)
+    return tables, [v]
 
 
 EXPERIMENT = core.Experiment(

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from string import Template
@@ -210,6 +211,16 @@ def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
         profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
 
 
+def record_span_s(records) -> float:
+    """Seconds from the start of the earliest run to the end of the latest: the wall time of a sweep that computed
+    them (interruptions included)."""
+    if not records:
+        return 0.0
+    end = [datetime.fromisoformat(r["meta"]["created"].replace("Z", "+00:00")).timestamp() for r in records]
+    start = [e - r["meta"].get("wall_time_s", 0.0) for e, r in zip(end, records)]
+    return max(end) - min(start)
+
+
 def compute_section(profile: str) -> str:
     """Minutes of stored compute per experiment (a run shared with an earlier chapter counted there) and the
     measured wall time of the last compute phase of `build`."""
@@ -223,9 +234,10 @@ def compute_section(profile: str) -> str:
         seen.update(runs)
         recs = [store.get(r.kind, r, r.version) for r in new]
         minutes = sum(rec["meta"].get("wall_time_s", 0.0) for rec in recs if rec) / 60
-        rows.append((exp.notebook, len(runs), len(new), sum(rec is not None for rec in recs), f"{minutes:.1f}"))
+        rows.append((exp.notebook, len(runs), len(new), sum(rec is not None for rec in recs), f"{minutes:.1f}",
+                     f"{record_span_s([rec for rec in recs if rec]) / 60:.0f}"))
     text = markdown_table(["notebook", "runs", "not shared with an earlier chapter", "of these stored",
-                   "their compute (process-minutes)"], rows) + "\n"
+                   "their compute (process-minutes)", "first to last record (minutes)"], rows) + "\n"
     path = store.root / profile / COMPUTE
     if path.exists():
         c = json.loads(path.read_text())

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from cascade.experiments import REGISTRY, architectures, conditions
+from cascade.experiments import REGISTRY, architectures, backbone, conditions
 
 
 def tracker_rows(rows, **labels):
@@ -12,43 +12,56 @@ def tracker_rows(rows, **labels):
     return pd.DataFrame(rows, columns=["epoch", "step", "layer", "metric", "value"]).assign(**labels)
 
 
-POINT = dict(model="resnet8", fraction=0.1, lr=0.1, weight_decay=5e-4, batch_size=128, epochs=2)
+def run_row(criterion, fraction, seed, **values):
+    return dict(model="resnet8", criterion=criterion, fraction=fraction, seed=seed, lr=0.3, weight_decay=5e-3,
+                schedule="cosine", batch_size=128, epochs=4, dead_bn=0.0, dead_filters=0.0, **{"shed_rms@0.05": 0.0},
+                dense_acc=0.9, **values)
 
 
-def shed(start, end, criterion, seed):
-    return tracker_rows([[0, 0, "global", "shed_tau0", start], [2, 20, "global", "shed_tau0", end]],
-                        criterion=criterion, seed=seed, key=f"{criterion}{seed}", **POINT)
+def test_decompose_cascade_temperature_relaxation_by_hand():
+    """f = 0.1. Control: the kept set drifts to K_c = 0.05 below tau, all weights below tau rise from 0.1 to
+    D_c = 0.3. Pruned: survivors' shed share K_p = 0.25. E = 0.9 * (0.25 - 0.05) / 0.1 = 1.8, T = 0.2, relax 0.05."""
+    ctrl = run_row("none", 0.1, 0, **{"kept_shed@0.1": 0.05, "shed_gmp@0.1": 0.3}, test_acc=0.8, removal_acc=0.5)
+    gmp = run_row("gmp", 0.1, 0, **{"kept_shed@0.1": 0.25, "shed_gmp@0.1": 0.25}, test_acc=0.85, removal_acc=0.87)
+    other = run_row("gmp", 0.1, 1, **{"kept_shed@0.1": 0.25, "shed_gmp@0.1": 0.25}, test_acc=0.85, removal_acc=0.87)
+    dec = backbone.decompose(pd.DataFrame([ctrl, gmp, other]), conditions.POINT)
+    row = dec[dec.seed == 0].iloc[0]
+    assert (row.cascade, row.temperature, row.relaxation) == pytest.approx((1.8, 0.2, 0.05))
+    assert row.acc_drop == pytest.approx(0.03) and row.test_acc_control == 0.8
+    assert math.isnan(dec[dec.seed == 1].cascade.iloc[0])  # no control for seed 1: nothing is made up
 
 
-def test_conditions_excess_and_point_ci_by_hand():
-    # seed 0: control rises 0.02, gmp 0.2 -> E = (0.2 * 0.9 - 0.02) / 0.1 = 1.6
-    # seed 1: control rises 0.0, gmp 0.2222.. -> E = (0.2 - 0) / 0.1 = 2.0
-    frame = pd.concat([shed(0.1, 0.12, "none", 0), shed(0.0, 0.2, "gmp", 0),
-                       shed(0.1, 0.1, "none", 1), shed(0.0, 2 / 9, "gmp", 1)], ignore_index=True)
-    ex = conditions.excess(frame)
-    assert ex.sort_values("seed").excess_ratio.tolist() == pytest.approx([1.6, 2.0])
-    row = conditions.point_table(ex).iloc[0]
-    half = 12.706 * math.sqrt(0.08) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(n), sd of (1.6, 2.0) = sqrt(0.08)
-    assert (row.excess_ratio, row.ci_lo, row.ci_hi) == pytest.approx((1.8, 1.8 - half, 1.8 + half))
+def test_point_table_ci_is_the_t_interval_over_seeds():
+    dec = pd.DataFrame([run_row("gmp", 0.1, s, cascade=c, temperature=0.0, relaxation=0.0, survivors_shed=0.0,
+                                dead_bn_excess=0.0, test_acc=0.8, test_acc_control=0.8, removal_acc=0.8,
+                                acc_drop=0.1, **{"shed_rms@0.05_excess": 0.0}) for s, c in ((0, 1.6), (1, 2.0))])
+    row = conditions.point_table(dec, [0, 1]).iloc[0]
+    half = 12.706205 * math.sqrt(0.08) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(n), sd of (1.6, 2.0) = sqrt(0.08)
+    assert (row.cascade, row.cascade_lo, row.cascade_hi) == pytest.approx((1.8, 1.8 - half, 1.8 + half))
+    assert conditions.point_table(dec, [0]).iloc[0].n_seeds == 1
 
 
-def test_conditions_norm_ratio_is_global_norm_end_over_start():
-    rows = [[0, 0, "conv1.weight", "norm", 3.0], [0, 0, "fc.weight", "norm", 4.0],
-            [2, 20, "conv1.weight", "norm", 1.5], [2, 20, "fc.weight", "norm", 2.0]]
-    rows += [[e, s, "global", m, v] for e, s, v in ((0, 0, 0.0), (2, 20, 0.3))
-             for m in ("shed_abs@0.001", "shed_rms@0.05", "dead_filters", "dead_bn")]
-    table = conditions.scale_table(tracker_rows(rows, criterion="gmp", seed=0, key="k", **POINT))
-    assert table.norm_ratio.iloc[0] == pytest.approx(0.5)  # sqrt(1.5^2 + 2^2) / sqrt(3^2 + 4^2)
-    assert table["d_shed_rms@0.05"].iloc[0] == pytest.approx(0.3)
+def test_half_time_interpolates_between_records():
+    # K: 0 at step 0, 0.1 at step 10, 0.3 at step 20 (epoch 2): half of 0.3 = 0.15 is reached at step 12.5
+    curve = pd.DataFrame([dict(run_row("gmp", 0.1, 0), at=0.1, step=st, epoch=ep, kept_shed=k)
+                          for st, ep, k in ((0, 0, 0.0), (10, 1, 0.1), (20, 2, 0.3))])
+    t = conditions.half_times(curve)
+    assert t.t_half.iloc[0] == pytest.approx(1.25) and t.final.iloc[0] == pytest.approx(0.3)
 
 
 def test_conditions_config_and_paper_run_count():
-    with pytest.raises(ValueError, match="finetune_lr=0.5"):
+    with pytest.raises(ValueError, match="0.5/0.002/cosine"):
         REGISTRY["conditions"].make_config("paper", finetune_lr=0.5)
+    with pytest.raises(ValueError, match="'0.3/0.005/warm'"):
+        REGISTRY["conditions"].make_config("paper", confirm="0.3/0.005/warm")
     cfg = REGISTRY["conditions"].make_config("paper")
-    # 3x3 grid + 2 extra batch sizes + 2 extra lengths = 13 points, x 2 arms (gmp, control) x 3 seeds, + 3 pre-trainings
-    assert len(conditions.points(cfg)) == 13
-    assert len(REGISTRY["conditions"].all_runs(cfg)) == 13 * 2 * 3 + 3
+    # 2 lrs x 3 wds x 2 schedules = 12 map points + 1 batch size + 1 length = 14 points with (control, gmp 10%);
+    # the 2 dose points add gmp at 4 more fractions; x 3 seeds; + 3 pre-trainings
+    assert len(conditions.exploration_points(cfg)) == 14
+    assert len(REGISTRY["conditions"].all_runs(cfg)) == (14 * 2 + 2 * 4) * 3 + 3
+    confirm = REGISTRY["conditions"].make_config("paper", confirm="0.3/0.005/cosine")
+    extra = set(REGISTRY["conditions"].all_runs(confirm)) - set(REGISTRY["conditions"].all_runs(cfg))
+    assert len(extra) == 3 * (1 + 6) and {r.train.seed for r in extra if r.kind == "pretrain"} == {3, 4, 5}
 
 
 def final_rows(condition, gmp, rnd, seed=0, model="resnet8"):
@@ -76,13 +89,6 @@ def test_architectures_layer_kinds_and_conditions():
     assert (cfg.condition(cfg.hot_lr, cfg.hot_wd), cfg.condition(cfg.cold_lr, cfg.cold_wd)) == ("hot", "cold")
     with pytest.raises(ValueError, match="resnet21"):
         REGISTRY["architectures"].make_config("paper", archs="resnet21:16,mobilenetv2:8")
-
-
-def test_paper_pretraining_is_shared_between_conditions_and_architectures():
-    pre = {e: {r for r in REGISTRY[e].all_runs(REGISTRY[e].make_config("paper")) if r.kind == "pretrain"}
-           for e in ("conditions", "architectures")}
-    assert len(pre["conditions"]) == 3 and pre["conditions"] <= pre["architectures"]
-    assert len(REGISTRY["architectures"].all_runs(REGISTRY["architectures"].make_config("paper"))) == 2 * 3 * 2 * 2 * 2 + 6
 
 
 def test_parallel_workers_give_the_same_records_as_one_process(tmp_path, monkeypatch):

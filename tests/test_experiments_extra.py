@@ -108,3 +108,7 @@ def test_parallel_workers_give_the_same_records_as_one_process(tmp_path, monkeyp
     assert out[1] == out[2]
     with pytest.raises(ValueError, match="workers=0"):
         experiments.run("phenomenon", "smoke", root=tmp_path / "r0", workers=0)
+
+
+def test_chapter_01_repeats_the_analysis_at_02s_confirmed_condition():
+    assert REGISTRY["phenomenon"].make_config("paper").hot == REGISTRY["conditions"].make_config("paper").confirm

@@ -58,7 +58,7 @@ class Config(Backbone):
     dose_fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
     record_every: int = 39
     survival: float = 0.02
-    confirm: str = ""
+    confirm: str = "0.1/0.0005/cosine"  # the exploration's choice (rule above), fixed before its runs existed
     confirm_seeds: int = 3
 
     def __post_init__(self):

@@ -219,7 +219,7 @@ def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
         f"C1 {{word}} at the confirmed point lr={lr:g}, wd={wd:g}, {schedule} ({cfg.fraction:.0%} pruned by GMP, "
         f"{cfg.model} w{cfg.width}): pruning causes shedding of {{mean:.2f}}x the pruned fraction beyond the "
         f"control's drift (95% CI {{lo:.2f}} to {{hi:.2f}}, n={{n}} fresh seeds; threshold 1x). Accuracy after "
-        f"removing the shed weights is {drop:+.3f} below the dense model's (mean).",
+        f"removing the shed weights, minus the dense model's: {-drop:+.3f} (mean).",
         condition=f"{cfg.model} w{cfg.width}, lr={lr:g}, wd={wd:g}, {schedule}, {cfg.finetune_epochs} epochs, "
                   f"GMP {cfg.fraction:g}; confirmation seeds")
 

@@ -54,12 +54,12 @@ def test_conditions_config_and_paper_run_count():
         REGISTRY["conditions"].make_config("paper", finetune_lr=0.5)
     with pytest.raises(ValueError, match="'0.3/0.005/warm'"):
         REGISTRY["conditions"].make_config("paper", confirm="0.3/0.005/warm")
-    cfg = REGISTRY["conditions"].make_config("paper")
+    cfg = REGISTRY["conditions"].make_config("paper", confirm="")
     # 2 lrs x 3 wds x 2 schedules = 12 map points + 1 batch size + 1 length = 14 points with (control, gmp 10%);
     # the 2 dose points add gmp at 4 more fractions; x 3 seeds; + 3 pre-trainings
     assert len(conditions.exploration_points(cfg)) == 14
     assert len(REGISTRY["conditions"].all_runs(cfg)) == (14 * 2 + 2 * 4) * 3 + 3
-    confirm = REGISTRY["conditions"].make_config("paper", confirm="0.3/0.005/cosine")
+    confirm = REGISTRY["conditions"].make_config("paper")
     extra = set(REGISTRY["conditions"].all_runs(confirm)) - set(REGISTRY["conditions"].all_runs(cfg))
     assert len(extra) == 3 * (1 + 6) and {r.train.seed for r in extra if r.kind == "pretrain"} == {3, 4, 5}
 

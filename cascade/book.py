@@ -214,6 +214,7 @@ def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
 def record_span_s(records) -> float:
     """Seconds from the start of the earliest run to the end of the latest: the wall time of a sweep that computed
     them (interruptions included)."""
+    records = [r for r in records if "created" in r["meta"]]
     if not records:
         return 0.0
     end = [datetime.fromisoformat(r["meta"]["created"].replace("Z", "+00:00")).timestamp() for r in records]

@@ -354,7 +354,15 @@ def test_compute_section_sums_stored_wall_time_and_counts_shared_runs_once(tmp_p
     for run, seconds in ((pretrain, 90.0), (control, 30.0), (own[0], 60.0)):
         store.put(run.kind, run, run.version, {}, {"wall_time_s": seconds})
     rows = {line.split(" | ")[0].strip("| "): line for line in book.compute_section("smoke").splitlines()}
-    assert rows["01_phenomenon"] == f"| 01_phenomenon | {len(shared)} | {len(shared)} | 2 | 2.0 |"
+    assert rows["01_phenomenon"] == f"| 01_phenomenon | {len(shared)} | {len(shared)} | 2 | 2.0 | 0 |"
     n_prec = len(prec.all_runs(prec.make_config("smoke")))
-    assert rows["90_precision"] == f"| 90_precision | {n_prec} | {len(own)} | 1 | 1.0 |"
+    assert rows["90_precision"] == f"| 90_precision | {n_prec} | {len(own)} | 1 | 1.0 | 0 |"
     assert "The last time" not in book.compute_section("smoke")  # no compute.json yet
+
+
+def test_record_span_runs_from_the_first_start_to_the_last_end():
+    recs = [{"meta": {"created": "2026-01-01T10:00:10Z", "wall_time_s": 10.0}},  # ran 10:00:00 to 10:00:10
+            {"meta": {"created": "2026-01-01T10:01:00Z", "wall_time_s": 30.0}},  # ran 10:00:30 to 10:01:00
+            {"meta": {"wall_time_s": 99.0}}]  # no timestamp: left out
+    assert book.record_span_s(recs) == 60.0
+    assert book.record_span_s([]) == 0.0

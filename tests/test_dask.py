@@ -56,7 +56,7 @@ def test_phenomenon_on_dask_writes_the_records_of_a_local_run(cluster, tmp_path,
     assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     local = experiments.run("phenomenon", "smoke", quiet=True, root=tmp_path / "local")
-    assert out["computed"] == out["runs"] == len(local.records) == 8
+    assert out["computed"] == out["runs"] == len(local.records) == 12  # 8 cold, 4 at the hot condition
     on_dask, here = _records(tmp_path / "dask"), _records(tmp_path / "local")
     assert list(on_dask) == list(here)  # same keys
     assert all(on_dask[k]["result"] == here[k]["result"] for k in here)  # same CPU and threads: same numbers

@@ -112,3 +112,15 @@ def test_parallel_workers_give_the_same_records_as_one_process(tmp_path, monkeyp
 
 def test_chapter_01_repeats_the_analysis_at_02s_confirmed_condition():
     assert REGISTRY["phenomenon"].make_config("paper").hot == REGISTRY["conditions"].make_config("paper").confirm
+
+
+def test_over_control_and_paired_effects_by_hand():
+    rows = pd.DataFrame([dict(criterion=c, seed=s, acc=a) for c, s, a in
+                         (("none", 0, 0.80), ("gmp", 0, 0.85), ("none", 1, 0.70), ("gmp", 1, 0.72))])
+    out = backbone.over_control(rows, ["acc"], on=["seed"])
+    assert out.set_index("seed").acc_excess.to_dict() == pytest.approx({0: 0.05, 1: 0.02})
+    pruned, ctrl = out.set_index("seed").acc, out.set_index("seed").acc_control
+    p = backbone.paired(pruned, ctrl)
+    half = 12.706205 * math.sqrt(0.00045) / math.sqrt(2)  # sd of (0.05, 0.02) = sqrt(0.00045)
+    assert (p["effect"], p["ci_lo"], p["ci_hi"], p["n_seeds"]) == pytest.approx((0.035, 0.035 - half, 0.035 + half, 2))
+    assert 0 < p["p"] < 1

@@ -8,12 +8,15 @@ checks it, so even a hash collision cannot return another config's numbers.
 
 The canonical form leaves out every dataclass field equal to its default. So a field added later with a
 default that changes nothing keeps every existing key: the schema can grow without recomputing the store.
+A field declared as a base class (a two-model evaluation takes any `Run`) holds a subclass instance; its
+canonical form then carries the subclass's `kind`, by which `from_canonical` finds the subclass again.
 `from_canonical` rebuilds the config from a record (filling in defaults); `migrate` moves records made
 under an older canonical form to their current keys without recomputing anything.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -38,7 +41,8 @@ def canonical(obj: Any) -> Any:
     """Plain JSON-able form of dataclasses, tuples and paths, with sorted keys and without the dataclass fields
     that equal their defaults, for hashing and storing."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+        hints = _hints(type(obj))
+        obj = {f.name: _tagged(getattr(obj, f.name), hints[f.name]) for f in dataclasses.fields(obj)
                if not _same(canonical(getattr(obj, f.name)), _canonical_default(f))}
     if isinstance(obj, dict):
         return {str(k): canonical(v) for k, v in sorted(obj.items())}
@@ -49,6 +53,31 @@ def canonical(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"cannot hash a config value of type {type(obj).__name__}: {obj!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _tagged(value: Any, hint: Any) -> Any:
+    """`value`, with its `kind` beside it when the field is declared as a base class of the value's class."""
+    if (dataclasses.is_dataclass(value) and isinstance(hint, type) and type(value) is not hint
+            and hasattr(value, "kind")):
+        return {"kind": value.kind, **canonical(value)}
+    return value
+
+
+def _subclass(base: type, kind: str) -> type:
+    """The subclass of `base` whose `kind` is `kind` (the classes must be imported, i.e. registered)."""
+    found, todo = [], [base]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        found += [cls] if getattr(cls, "kind", None) == kind and dataclasses.is_dataclass(cls) else []
+    if len(found) != 1:
+        raise ValueError(f"kind {kind!r} names {len(found)} subclasses of {base.__name__}; allowed: exactly one")
+    return found[0]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -73,6 +102,9 @@ def from_canonical(cls: type, value: Any) -> Any:
         return from_canonical(next(a for a in args if a is not type(None)), value)
     if origin is tuple:
         return tuple(from_canonical(args[0], v) for v in value)
+    if isinstance(cls, type) and not dataclasses.is_dataclass(cls) and isinstance(value, dict) and "kind" in value:
+        value = dict(value)
+        cls = _subclass(cls, value.pop("kind"))
     if dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         fields = {f.name for f in dataclasses.fields(cls) if f.init}

@@ -4,8 +4,9 @@ A run is a frozen dataclass that subclasses `Run` and is registered with `@regis
 (with the kind's version) is its key in the store, so two experiments that need the same pre-trained model
 share one record and one checkpoint. The executors (`core.execute`) know runs only through this protocol:
 `deps()` (runs whose checkpoints it reads, computed first), `compute(store, quiet)` (the result dict),
-`labels()` (columns for tables and plots) and `cost()` (for time estimates). Adding a kind is one module
-that defines and registers it; nothing else changes.
+`labels()` (columns for tables and plots) and `cost()` (for time estimates). Kinds that leave a trained
+network also give `network(store)`, which a two-model evaluation (`compare`) reads. Adding a kind is one
+module that defines and registers it; nothing else changes.
 
 `ensure(run)` is skip-if-exists: it returns the stored record or computes it, resuming from the
 run's last checkpoint if a previous attempt was interrupted.
@@ -48,6 +49,11 @@ class Run:
         """Training images processed (SGD steps x batch size): what its wall time scales with."""
         return 0.0
 
+    def network(self, store: Store) -> torch.nn.Module:
+        """The trained network this run leaves (its checkpoint, recomputed when the cache lacks it)."""
+        raise ValueError(f"run kind {self.kind!r} leaves no trained network; allowed: "
+                         f"{', '.join(k for k, c in KINDS.items() if c.network is not Run.network)}")
+
 
 KINDS: dict[str, type[Run]] = {}
 K = TypeVar("K", bound=type[Run])
@@ -89,10 +95,14 @@ class PretrainRun(Run):
     model: str
     width: int
     train: TrainConfig
+    keep_epochs: tuple[int, ...] = ()  # epochs whose weights are kept for weight rewinding (0: the init)
 
     def __post_init__(self):
         if self.model not in models.names():
             raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(models.names())}")
+        if not all(isinstance(e, int) and 0 <= e <= self.train.epochs for e in self.keep_epochs):
+            raise ValueError(f"keep_epochs={self.keep_epochs!r} is invalid; allowed: epochs in "
+                             f"[0, {self.train.epochs}]")
 
     def compute(self, store: Store, quiet: bool = True) -> dict:
         return pretrained(self, store, quiet)[1]
@@ -105,14 +115,20 @@ class PretrainRun(Run):
     def cost(self) -> float:
         return _images(self.data, self.train)
 
+    def network(self, store: Store) -> torch.nn.Module:
+        return pretrained(self, store)[0]
+
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """`criterion="none"` is the unpruned control: the tracker still uses GMP's tau0 at `fraction`."""
+    """`criterion="none"` is the unpruned control: the tracker still uses GMP's tau0 at `fraction`.
+    `stage_ratios` (with fraction 0) and `skip` are l1-filter's per-stage shares and dense blocks."""
 
     criterion: str
     fraction: float
     seed: int = 0
+    stage_ratios: tuple[float, ...] = ()
+    skip: tuple[int, ...] = ()
 
     def __post_init__(self):
         allowed = ("none", *pruning.CRITERIA)
@@ -120,6 +136,18 @@ class PruneConfig:
             raise ValueError(f"unknown criterion {self.criterion!r}; allowed: {', '.join(allowed)}")
         if not 0 <= self.fraction < 1:
             raise ValueError(f"fraction={self.fraction!r} is invalid; allowed: [0, 1)")
+        if (self.stage_ratios or self.skip) and self.criterion != "l1-filter":
+            raise ValueError(f"stage_ratios={self.stage_ratios!r}, skip={self.skip!r} are invalid for criterion "
+                             f"{self.criterion!r}; allowed: empty, or criterion 'l1-filter'")
+        if self.stage_ratios and self.fraction:
+            raise ValueError(f"fraction={self.fraction!r} is invalid with stage_ratios; allowed: 0")
+
+    def apply(self, model: torch.nn.Module, mask: pruning.Mask | None = None,
+              fraction: float | None = None) -> pruning.Mask:
+        """The mask this config prunes `model` to (from `mask`'s survivors; `fraction` overrides its own)."""
+        opts = {k: v for k, v in (("stage_ratios", self.stage_ratios), ("skip", self.skip)) if v}
+        return pruning.prune(model, self.criterion, self.fraction if fraction is None else fraction,
+                             seed=self.seed, mask=mask, **opts)
 
 
 @register
@@ -150,19 +178,40 @@ class FinetuneRun(Run):
     def cost(self) -> float:
         return _images(self.pretrain.data, self.finetune)
 
+    @property
+    def data(self) -> DataConfig:
+        return self.pretrain.data
+
+    def network(self, store: Store) -> torch.nn.Module:
+        net, _ = pretrained(self.pretrain, store)
+        return checkpointed(self, store, net)
+
 
 @functools.lru_cache(maxsize=4)
 def splits(cfg: DataConfig) -> tuple[data.Split, data.Split]:
     return data.load(cfg.dataset, cfg.train_size, cfg.test_size, seed=cfg.subset_seed)
 
 
-def _meta(seconds: float) -> dict:
+def record_meta(seconds: float) -> dict:
     return provenance.meta(seconds, str(default_device()))
 
 
-def _build(run: PretrainRun, num_classes: int, in_channels: int) -> torch.nn.Module:
+def initial(run: PretrainRun) -> torch.nn.Module:
+    """The untrained network of `run`: its init is a function of its seed (the lottery ticket's init)."""
+    train_set, _ = splits(run.data)
     torch.manual_seed(run.train.seed)
-    return models.build(run.model, in_channels=in_channels, num_classes=num_classes, width=run.width)
+    return models.build(run.model, in_channels=train_set.in_channels, num_classes=train_set.num_classes,
+                        width=run.width)
+
+
+def checkpointed(run: Run, store: Store, net: torch.nn.Module) -> torch.nn.Module:
+    """`net` (built with the run's architecture) holding the run's final weights; recomputes the run when its
+    checkpoint is not in the cache (a fresh clone has the records, not the checkpoints)."""
+    path = store.checkpoint_dir(run.kind, store_key(run)) / "last.pt"
+    if not path.exists():
+        run.compute(store, quiet=True)
+    load_weights(path, net)
+    return net
 
 
 def pretrained(run: PretrainRun, store: Store, quiet: bool = True) -> tuple[torch.nn.Module, dict]:
@@ -170,18 +219,19 @@ def pretrained(run: PretrainRun, store: Store, quiet: bool = True) -> tuple[torc
     train_set, test_set = splits(run.data)
     ckdir = store.checkpoint_dir(run.kind, store_key(run))
     record = store.get(run.kind, run, run.version)
-    net = _build(run, train_set.num_classes, train_set.in_channels)
-    finished = ckdir / "last.pt"
-    if record is not None and finished.exists():
-        load_weights(finished, net)
+    net = initial(run)
+    finished = [ckdir / "last.pt", *(ckdir / f"epoch_{e}.pt" for e in run.keep_epochs)]
+    if record is not None and all(p.exists() for p in finished):
+        load_weights(finished[0], net)
         return net, record
     start = time.perf_counter()
-    state = train(net, train_set, run.train, callbacks=[Evaluate(test_set), Checkpoint(ckdir)], quiet=quiet,
+    state = train(net, train_set, run.train, callbacks=[Evaluate(test_set), Checkpoint(ckdir, run.keep_epochs)],
+                  quiet=quiet,
                   desc=f"pretrain {run.model} s{run.train.seed}")
     result = {"epochs": run.train.epochs, "history": state.history, "final": state.history[-1],
               "counts": models.count(net)}
     if record is None:
-        record = store.put(run.kind, run, run.version, result, _meta(time.perf_counter() - start))
+        record = store.put(run.kind, run, run.version, result, record_meta(time.perf_counter() - start))
     return net, record
 
 
@@ -190,9 +240,10 @@ def store_key(run) -> str:
 
 
 def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
-    """Record of prune-then-fine-tune `run`; computes (or resumes) it when missing."""
+    """Record of prune-then-fine-tune `run`; computes (or resumes) it when it or its checkpoint is missing.
+    A stored record is never overwritten (recomputing on another CPU may differ in the last bits)."""
     record = store.get(run.kind, run, run.version)
-    if record is not None:
+    if record is not None and (store.checkpoint_dir(run.kind, store_key(run)) / "last.pt").exists():
         return record
     net, _ = pretrained(run.pretrain, store, quiet)
     start = time.perf_counter()
@@ -201,7 +252,7 @@ def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
     tau0 = pruning.gmp_threshold(net, None, p.fraction)
     dense = pruning.Mask.dense(net)
     reference = {n: w.detach().float().cpu().clone() for n, w in net.named_parameters() if n in dense}
-    mask = None if p.criterion == "none" else pruning.prune(net, p.criterion, p.fraction, seed=p.seed)
+    mask = None if p.criterion == "none" else p.apply(net)
     tracker = Tracker(run.tracker, mask if mask is not None else dense, tau0, test_set=test_set, reference=reference)
     state = train(net, train_set, run.finetune, mask=mask, stats=train_set.stats(),
                   callbacks=[Evaluate(test_set), tracker, Checkpoint(store.checkpoint_dir(run.kind, store_key(run)))],
@@ -210,7 +261,7 @@ def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
               "final": state.history[-1], "tracker": [[*r[:4], _round(r[4])] for r in tracker.rows]}
     if run.tracker.summaries:
         result["summaries"] = tracker.summaries
-    return store.put(run.kind, run, run.version, result, _meta(time.perf_counter() - start))
+    return record or store.put(run.kind, run, run.version, result, record_meta(time.perf_counter() - start))
 
 
 def _round(x: float) -> float:

@@ -1,0 +1,127 @@
+"""Run kind `compare`: two trained networks of one architecture, side by side.
+
+Linear mode connectivity (Frankle et al. 2020; Zhou et al. 2023's landscape regimes): the networks
+(1 - alpha) a + alpha b at `points` evenly spaced alphas, with BatchNorm statistics recomputed on the training
+set at each point (interpolated running statistics describe neither network), evaluated on the training and
+test sets. The barrier is the largest rise of the training error (and loss) above the straight line between
+the two ends. Output similarity: the share of test images both classify alike, and the linear CKA
+(Kornblith et al. 2019) of their test logits.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data import Loader
+from ..store import Store
+from ..train import default_device, evaluate
+from .runs import Run, record_meta, register, splits
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA of two (examples x features) matrices: 1 for the same representation up to rotation,
+    isotropic scale and shift; near 0 for unrelated ones."""
+    x = (x - x.mean(0)).double()
+    y = (y - y.mean(0)).double()
+    return float((y.T @ x).square().sum() / ((x.T @ x).square().sum().sqrt() * (y.T @ y).square().sum().sqrt()))
+
+
+def barrier(alphas: list[float], values: list[float]) -> float:
+    """The largest rise of `values` above the straight line between its two ends (0 when it never rises)."""
+    a0, a1 = values[0], values[-1]
+    return max(0.0, *(v - ((1 - a) * a0 + a * a1) for a, v in zip(alphas, values)))
+
+
+@torch.no_grad()
+def interpolate(a: torch.nn.Module, b: torch.nn.Module, alpha: float, into: torch.nn.Module) -> torch.nn.Module:
+    """`into` holding (1 - alpha) a + alpha b in every floating tensor (integer buffers are a's)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    into.load_state_dict({k: torch.lerp(v, sb[k], alpha) if v.is_floating_point() else v for k, v in sa.items()})
+    return into
+
+
+@torch.no_grad()
+def reset_bn(net: torch.nn.Module, loader: Loader) -> None:
+    """Running BatchNorm statistics recomputed as the exact average over one pass of `loader`."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    for x, _ in loader.epoch():
+        net(x)
+    net.eval()
+
+
+@register
+@dataclass(frozen=True)
+class CompareRun(Run):
+    """Linear mode connectivity and output similarity of the trained networks of runs `a` and `b`."""
+
+    kind: ClassVar[str] = "compare"
+    version: ClassVar[int] = 1
+    a: Run
+    b: Run
+    points: int = 11
+
+    def __post_init__(self):
+        if not isinstance(self.points, int) or self.points < 2:
+            raise ValueError(f"points={self.points!r} is invalid; allowed: an int >= 2")
+        if self.a.data != self.b.data:
+            raise ValueError(f"runs a and b are trained on different data ({self.a.data} and {self.b.data}); "
+                             "allowed: two runs on the same data")
+
+    @property
+    def data(self):
+        return self.a.data
+
+    def deps(self) -> tuple[Run, ...]:
+        return (self.a, self.b)
+
+    def labels(self) -> dict:
+        return {**{f"a_{k}": v for k, v in self.a.labels().items()}, **{f"b_{k}": v for k, v in self.b.labels().items()}}
+
+    def cost(self) -> float:
+        """Images passed forward (BN reset, and evaluation on both sets at every point), as training images
+        at a third of the cost each."""
+        train_set, test_set = splits(self.data)
+        return self.points * (2 * len(train_set) + len(test_set)) / 3
+
+    def compute(self, store: Store, quiet: bool = True) -> dict:
+        record = store.get(self.kind, self, self.version)
+        if record is not None:
+            return record
+        start = time.perf_counter()
+        a, b = self.a.network(store), self.b.network(store)
+        shapes = {k: v.shape for k, v in a.state_dict().items()}
+        if shapes != {k: v.shape for k, v in b.state_dict().items()}:
+            raise ValueError(f"runs {self.a.kind} and {self.b.kind} have different architectures; "
+                             "allowed: two networks of one architecture")
+        train_set, test_set = splits(self.data)
+        stats, device = train_set.stats(), default_device()
+        loader = Loader(train_set, 500, train=False, stats=stats, device=device)
+        alphas = [i / (self.points - 1) for i in range(self.points)]
+        mixed = copy.deepcopy(a).to(device)
+        a, b = a.to(device), b.to(device)
+        curves = {"train_loss": [], "train_err": [], "test_loss": [], "test_err": []}
+        for alpha in alphas:
+            interpolate(a, b, alpha, mixed)
+            reset_bn(mixed, loader)
+            for name, split in (("train", train_set), ("test", test_set)):
+                loss, acc = evaluate(mixed, split, stats, device)
+                curves[f"{name}_loss"].append(loss)
+                curves[f"{name}_err"].append(1 - acc)
+        with torch.no_grad():
+            logits = [torch.cat([net.eval()(x) for x, _ in Loader(test_set, 500, train=False, stats=stats,
+                                                                      device=device).epoch()]) for net in (a, b)]
+        result = {"alphas": alphas, **curves,
+                  "barrier_train_err": barrier(alphas, curves["train_err"]),
+                  "barrier_train_loss": barrier(alphas, curves["train_loss"]),
+                  "barrier_test_err": barrier(alphas, curves["test_err"]),
+                  "agreement": float((logits[0].argmax(1) == logits[1].argmax(1)).float().mean()),
+                  "cka": linear_cka(logits[0], logits[1])}
+        return store.put(self.kind, self, self.version, result, record_meta(time.perf_counter() - start))

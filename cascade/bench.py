@@ -14,10 +14,11 @@ What is measured (the numbers behind each goal, raw repeats included, go into th
    step-time ratio for reference (at the 1% level that ratio is noise on a shared machine);
 3. tracker overhead: one `Tracker.record` over the time of an epoch of the paper's 4000 images;
 4. roofline: model FLOP/s (6 x MACs per image, forward and backward) over a large GEMM's FLOP/s;
-5. end to end: minutes of each experiment's paper profile, from stored records where present and
-   estimated from the measured step times otherwise;
 plus torch.compile of the training step and 2 processes x 1 thread against 1 process x 2 threads,
 each in child processes so a hang or crash is reported, not fatal.
+
+This module measures and writes bench.json; `bench_report` renders it, for the CLI and the book alike. How long
+the experiments take is not a benchmark: the appendix and `cascade status` read it from the stored runs.
 """
 from __future__ import annotations
 
@@ -27,18 +28,16 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from . import data, models, provenance, pruning
+from . import bench_report, data, models, provenance, pruning
 from .store import REPO, atomic_write_text, default_cache
-from .train import State, TrainConfig, evaluate, train
+from .train import State, TrainConfig, train
 
 # MobileNetV2 (CIFAR variant) at width 8 (width_mult 0.25), the width the architectures experiment trains on CPU;
 # at the default 32 a step is several times slower.
@@ -199,50 +198,6 @@ def train_config(paper, batch_size: int, precision: str, channels_last: bool = T
 
 
 # ------------------------------------------------------------------------------------------- measurements
-class Meter:
-    """Seconds per trained image, per evaluated image and per tracker record, by model setting; measured
-    once on first use at the plan's batch size, or filled in by the throughput section (the end-to-end
-    estimate reuses them). Per-image costs at one batch size stand in for the others."""
-
-    def __init__(self, plan: Plan, paper):
-        self.plan, self.paper = plan, paper
-        self.image: dict[tuple, float] = {}
-        self.eval: dict[tuple, float] = {}
-        self.record: dict[tuple, float] = {}
-        self._splits = {}
-
-    def splits(self, size: int):
-        if size not in self._splits:
-            self._splits[size] = data.load("fashion-mnist", train_size=size, test_size=256)
-        return self._splits[size]
-
-    def train_image_s(self, name: str, width: int, precision: str, channels_last: bool) -> float:
-        key = (name, width, precision, channels_last)
-        if key not in self.image:
-            train_set, _ = self.splits(self.paper.train_size)
-            cfg = train_config(self.paper, self.plan.batch_size, precision, channels_last)
-            run = Cascade(name, width, train_set, train_set.stats(), cfg)
-            self.image[key] = seconds(lambda: run(self.plan.steps), 1) / (self.plan.steps * self.plan.batch_size)
-        return self.image[key]
-
-    def eval_image_s(self, name: str, width: int, precision: str) -> float:
-        key = (name, width, precision)
-        if key not in self.eval:
-            train_set, test_set = self.splits(self.paper.train_size)
-            net, stats = _net(name, width), train_set.stats()
-            self.eval[key] = seconds(lambda: evaluate(net, test_set, stats, torch.device("cpu"), precision),
-                                     1) / len(test_set)
-        return self.eval[key]
-
-    def record_s(self, name: str, width: int) -> float:
-        key = (name, width)
-        if key not in self.record:
-            train_set, _ = self.splits(self.paper.train_size)
-            run = Cascade(name, width, train_set, train_set.stats(), train_config(self.paper, 128, "fp32"))
-            self.record[key] = tracker_record_s(run, 1)
-        return self.record[key]
-
-
 def tracker_record_s(run: Cascade, repeats: int) -> float:
     """Median time of one `Tracker.record` (what every epoch end costs) on the run's pruned model; no warm-up,
     as a run records only a handful of times."""
@@ -265,9 +220,9 @@ def mask_ops_s(run: Cascade, repeats: int) -> float:
     return seconds(ops, 10 * repeats)
 
 
-def throughput(plan: Plan, paper, meter: Meter) -> dict:
+def throughput(plan: Plan, paper) -> dict:
     """Per model: images/s of every variant per repeat, the mask-op and tracker costs, and the workers choice."""
-    train_set, _ = meter.splits(paper.train_size)
+    train_set, _ = data.load("fashion-mnist", train_size=paper.train_size, test_size=256)
     stats = train_set.stats()
     default, other = paper.precision, ("fp32" if paper.precision == "bf16" else "bf16")
     out, workers = {}, None if plan.levers else 0
@@ -299,11 +254,8 @@ def throughput(plan: Plan, paper, meter: Meter) -> dict:
                 rates["baseline_workers2"]) else 2
             rates["baseline"] = rates[f"baseline_workers{workers}"]
         main = runs[f"cascade_{default}"]
-        for p in cfgs:
-            meter.image[(name, width, p, True)] = 1 / statistics.median(rates[f"cascade_{p}"])
-        meter.record[(name, width)] = tracker_record_s(main, plan.repeats)
         out[name] = {"width": width, "images_per_s": rates, "mask_ops_s": mask_ops_s(main, plan.repeats),
-                     "tracker_record_s": meter.record[(name, width)], "macs": models.count(main.model)["macs"]}
+                     "tracker_record_s": tracker_record_s(main, plan.repeats), "macs": models.count(main.model)["macs"]}
         if levers:
             out[name]["tracker_record_s_1thread"] = one_thread(lambda: tracker_record_s(main, plan.repeats))()
         for run in runs.values():  # stop DataLoader workers now, not at exit
@@ -324,48 +276,6 @@ def gemm_peak(n: int, repeats: int) -> dict[str, float]:
 
     rates = interleave({p: (lambda p=p: mm(p)) for p in mats}, max(repeats, 3) * 2)
     return {p: statistics.median(r) for p, r in rates.items()}
-
-
-def paper_profile(meter: Meter) -> dict:
-    """Per experiment: minutes of its paper profile from an empty store; stored wall times where a record
-    exists, else the estimate (steps x step time + evaluations + tracker records; checkpoint I/O excluded)."""
-    from .experiments import REGISTRY
-    from .store import Store
-
-    store, out = Store("paper"), {}
-    for name, exp in REGISTRY.items():
-        stored = estimated = estimate_all = 0.0
-        n_stored = 0
-        for run in exp.all_runs(exp.make_config("paper")):
-            est = estimate_run_s(run, meter)
-            estimate_all += est
-            rec = store.get(run.kind, run, run.version)
-            if rec is not None and rec["meta"].get("wall_time_s") is not None:
-                stored += rec["meta"]["wall_time_s"]
-                n_stored += 1
-            else:
-                estimated += est
-        runs = len(exp.all_runs(exp.make_config("paper")))
-        out[name] = {"minutes": (stored + estimated) / 60, "runs": runs, "stored_runs": n_stored,
-                     "stored_minutes": stored / 60, "estimated_minutes_all_runs": estimate_all / 60,
-                     "source": "stored" if n_stored == runs else "estimated" if n_stored == 0 else "mixed"}
-    return out
-
-
-def estimate_run_s(run, meter: Meter) -> float:
-    from .experiments import runs as R
-
-    pre = run if isinstance(run, R.PretrainRun) else run.pretrain
-    cfg = run.train if isinstance(run, R.PretrainRun) else run.finetune
-    train_set, test_set = R.splits(pre.data)
-    epochs = cfg.epochs - cfg.start_epoch
-    steps = epochs * (len(train_set) // cfg.batch_size)
-    evals = epochs + 1 + isinstance(run, R.FinetuneRun)  # + the tracker's removal accuracy at the end
-    seconds_ = (steps * cfg.batch_size * meter.train_image_s(pre.model, pre.width, cfg.precision, cfg.channels_last)
-                + evals * len(test_set) * meter.eval_image_s(pre.model, pre.width, cfg.precision))
-    if isinstance(run, R.FinetuneRun):
-        seconds_ += (epochs + 1) * meter.record_s(pre.model, pre.width)
-    return seconds_
 
 
 # ------------------------------------------------------------------------------- child-process measurements
@@ -443,7 +353,7 @@ def threads_test(plan: Plan, paper) -> dict:
             "ratio_2procs_over_1proc": two / one}
 
 
-# ------------------------------------------------------------------------------------------------ report
+# ------------------------------------------------------------------------------------------------ summary
 def machine() -> dict:
     load = os.getloadavg()
     return {"hardware": provenance.hardware(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -479,17 +389,13 @@ def summarize(tp: dict, peak: dict, paper, plan: Plan) -> dict:
 def run(plan: Plan) -> dict:
     start = time.perf_counter()
     paper = paper_config()
-    meter = Meter(plan, paper)
     report = {"machine": machine(), "plan": asdict(plan), "models": MODELS, "fraction_pruned": FRACTION,
               "precision": paper.precision, "goals": GOALS}
-    tp = throughput(plan, paper, meter)
+    tp = throughput(plan, paper)
     _log("GEMM peak")
     peak = gemm_peak(plan.gemm, plan.repeats)
     report.update(summarize(tp, peak, paper, plan))
-    _log("paper profile minutes")
-    e2e = paper_profile(meter)
-    report["paper_profile_minutes"] = {name: v["minutes"] for name, v in e2e.items()}
-    raw = {"throughput": tp, "gemm_flops_per_s": peak, "paper_profile": e2e}
+    raw = {"throughput": tp, "gemm_flops_per_s": peak}
     if plan.compile:
         _log("torch.compile (child process)")
         raw["compile"] = compile_test(plan, paper)
@@ -502,126 +408,13 @@ def run(plan: Plan) -> dict:
     return report
 
 
-def table(report: dict) -> str:
-    """The readable form: one row per model, then the paper profile's minutes and the extra measurements."""
-    p = report["precision"]
-    head = ["model", "baseline img/s", "cascade fp32", "cascade bf16", f"speed-up ({p})", "mask ovh", "tracker ovh",
-            "roofline"]
-    rows = []
-    for name, m in report["raw"]["throughput"]["models"].items():
-        med = m["median_images_per_s"]
-        rows.append([f"{name} (w{m['width']})", f"{med['baseline']:.0f}", f"{med['cascade_fp32']:.0f}",
-                     f"{med['cascade_bf16']:.0f}", f"{report['speedup_vs_baseline'][name]:.2f}x",
-                     f"{report['mask_overhead'][name]:.2%}", f"{report['tracker_overhead'][name]:.2%}",
-                     f"{report['roofline_fraction'][name]:.1%}"])
-    lines = [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows]
-    raw = report["raw"]
-    workers = raw["throughput"]["baseline_workers"]
-    lines += ["", f"baseline DataLoader num_workers={workers} (the faster of 0 and 2); goals: "
-              + ", ".join(f"{k} {v}" for k, v in report["goals"].items())]
-    for name, m in raw["throughput"]["models"].items():
-        variants = {k: v for k, v in m["median_images_per_s"].items() if k not in rows_keys(p)}
-        if variants:
-            lines.append(f"levers on {name}, img/s: " + ", ".join(f"{k} {v:.0f}" for k, v in variants.items())
-                         + f"; speed-up with 1 thread each: {m['speedup_vs_baseline_1thread']:.2f}x")
-    peak = raw["gemm_flops_per_s"]
-    lines.append(f"GEMM peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s; "
-                 "fp32 speed-up ceiling over the baseline (model at the fp32 GEMM peak): "
-                 + ", ".join(f"{n} {c:.1f}x" for n, c in report["speedup_ceiling_fp32"].items()))
-    for name, v in raw["paper_profile"].items():
-        lines.append(f"paper profile {name}: {v['minutes']:.0f} min ({v['source']}: {v['stored_runs']}/{v['runs']} "
-                     f"runs stored; estimate for all runs {v['estimated_minutes_all_runs']:.0f} min)")
-    for key, text in (("compile", compile_text), ("threads", threads_text)):
-        if key in raw:
-            lines.append(text(raw[key]))
-    m = report["machine"]
-    lines.append(f"machine: {m['hardware']}, torch {m['torch']}, {m['threads']} threads, oneDNN ISA "
-                 f"{m['onednn_max_isa']}, load {m['loadavg_1min_at_start']} -> {m['loadavg_1min_at_end']}")
-    return "\n".join(lines)
-
-
-def rows_keys(precision: str) -> set[str]:
-    """The variants every model has; the others are the levers measured on the paper model."""
-    return {"baseline", "cascade_fp32", "cascade_bf16", f"cascade_{precision}_dense"}
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def compile_text(c: dict) -> str:
-    if "speedup" not in c:
-        return f"torch.compile ({c['model']}): {c.get('error', 'failed')}"
-    return f"torch.compile ({c['model']}): compiles in {c['compile_s']:.0f} s, step speed-up {c['speedup']:.2f}x"
-
-
-def threads_text(t: dict) -> str:
-    if "error" in t:
-        return f"independent runs ({t['model']}): {t['error']}"
-    return (f"independent runs ({t['model']}): 2 processes x 1 thread {t['2procs_1thread_images_per_s']:.0f} img/s "
-            f"vs 1 process x 2 threads {t['1proc_2threads_images_per_s']:.0f} img/s "
-            f"({t['ratio_2procs_over_1proc']:.2f}x)")
-
-
-def _goal(key: str) -> float:
-    return float(GOALS[key].split()[-1])
-
-
-def plot(report: dict, path: Path) -> None:
-    """Bar charts: throughput of baseline and cascade per model, and the two overheads against their goals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models_ = list(report["speedup_vs_baseline"])
-    tp = report["raw"]["throughput"]["models"]
-    p = report["precision"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    series = [("baseline", "baseline (DataLoader, fp32)", "#999999"), ("cascade_fp32", "cascade fp32", "#1f77b4"),
-              ("cascade_bf16", "cascade bf16", "#9ecae1")]
-    default = [key for key, _, _ in series].index(f"cascade_{p}")  # the speed-up is written above its bar
-    width = 0.8 / len(series)
-    for i, (key, label, color) in enumerate(series):
-        xs = [j + (i - 1) * width for j in range(len(models_))]
-        ax1.bar(xs, [tp[m]["median_images_per_s"][key] for m in models_], width, label=label, color=color)
-    for j, m in enumerate(models_):
-        ax1.annotate(f"{report['speedup_vs_baseline'][m]:.1f}x",
-                     (j + (default - 1) * width, tp[m]["median_images_per_s"][f"cascade_{p}"]),
-                     ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks(range(len(models_)), [f"{m} (w{tp[m]['width']})" for m in models_])
-    ax1.set_ylabel("training images / s")
-    ax1.set_title(f"pruned fine-tuning step ({FRACTION:.0%} gmp), 28x28 Fashion-MNIST")
-    top = max(tp[m]["median_images_per_s"][key] for m in models_ for key, _, _ in series)
-    ax1.set_ylim(0, 1.25 * top)  # room for the legend above the bars
-    ax1.legend(loc="upper left", ncol=3, fontsize=7)
-    for i, (key, label, color) in enumerate([("mask_overhead", "mask", "#2ca02c"),
-                                             ("tracker_overhead", "tracker", "#ff7f0e")]):
-        ax2.bar([j + (i - 0.5) * 0.4 for j in range(len(models_))], [100 * report[key][m] for m in models_], 0.4,
-                label=f"{label} (goal <= {100 * _goal(key):g}%)", color=color)
-        ax2.axhline(100 * _goal(key), color=color, linestyle="--", linewidth=1)
-    ax2.set_xticks(range(len(models_)), models_)
-    ax2.set_ylabel("overhead, % of step / epoch time")
-    ax2.set_title("overheads")
-    ax2.legend()
-    m = report["machine"]
-    fig.suptitle(f"{m['hardware']}; torch {m['torch']}, {m['threads']} threads; load {m['loadavg_1min_at_start']}",
-                 fontsize=9)
-    fig.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as f:
-        tmp = Path(f.name)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def main(quick: bool = False, as_json: bool = False) -> int:
     """Measure, print (a table, or one JSON object), and for the full run write results/bench/."""
     report = run(QUICK if quick else FULL)
     if not quick:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         atomic_write_text(OUT_DIR / "bench.json", json.dumps(report, indent=1) + "\n")
-        plot(report, OUT_DIR / "bench.png")
+        bench_report.plot(report, OUT_DIR / "bench.png")
         _log(f"wrote {OUT_DIR / 'bench.json'} and bench.png")
-    print(json.dumps(report) if as_json else table(report))
+    print(json.dumps(report) if as_json else bench_report.markdown(report))
     return 0

@@ -266,57 +266,13 @@ def bench_section(bench_dir: Path) -> str:
     """
     import base64
 
-    from cascade import bench
+    from cascade import bench_report
 
     head = "\n## Performance benchmark\n\n"
     path = bench_dir / "bench.json"
     if not path.exists():
         return head + "No benchmark recorded yet: `make bench` (`python -m cascade bench`) records one.\n"
-    report = json.loads(path.read_text())
-    m, p = report["machine"], report["precision"]
-    tp = report["raw"]["throughput"]
-    rows = []
-    for name, t in tp["models"].items():
-        med = t["median_images_per_s"]
-        rows.append((f"{name} (width {t['width']})", f"{med['baseline']:.0f}", f"{med['cascade_fp32']:.0f}",
-                     f"{med['cascade_bf16']:.0f}", f"{report['speedup_vs_baseline'][name]:.2f}x",
-                     f"{report['speedup_ceiling_fp32'][name]:.1f}x", f"{report['mask_overhead'][name]:.2%}",
-                     f"{report['tracker_overhead'][name]:.2%}", f"{report['roofline_fraction'][name]:.1%}"))
-    text = (f"Measured by `python -m cascade bench` (`make bench`) on {m['hardware']}, torch {m['torch']}, "
-            f"{m['threads']} threads, 1-minute load average {m['loadavg_1min_at_start']} (the machine was shared; "
-            "every ratio compares variants measured in alternation, as medians over repeats). Throughput is "
-            f"training images per second of a fine-tuning step with {report['fraction_pruned']:.0%} of the weights "
-            f"pruned (gmp), batch {report['plan']['batch_size']}, on 28x28 Fashion-MNIST. The baseline is "
-            f"conventional research code: a DataLoader (num_workers={tp['baseline_workers']}) with torchvision "
-            "transforms, fp32, contiguous memory, `torch.nn.utils.prune` masks. Goals: "
-            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["goals"].items()) + ".\n\n")
-    text += markdown_table(["model", "baseline img/s", "cascade fp32 img/s", "cascade bf16 img/s", f"speed-up ({p})",
-                    "fp32 ceiling", "mask overhead", "tracker overhead", "roofline"], rows) + "\n\n"
-    text += ("*fp32 ceiling*: the speed-up over the baseline if the whole model ran at this machine's fp32 GEMM "
-             "peak, an upper bound that no fp32 loop reaches (convolutions, BatchNorm and activations run below "
-             "the GEMM peak: see *roofline*). Beyond it only lower precision helps (the bf16 column).")
-    if m.get("onednn_max_isa", "default") != "default":
-        text += (f" Here oneDNN was capped at {m['onednn_max_isa']} because its AMX kernels fault on this machine "
-                 "(a VM that hides the AMX tile palette, CPUID leaf 0x1D: `cascade/_cpu.py`), so bf16 runs "
-                 "without AMX.")
-    text += "\n\n"
-    levers = []
-    for name, t in tp["models"].items():
-        if "speedup_vs_baseline_1thread" in t:
-            med = t["median_images_per_s"]
-            levers.append(f"with 1 intra-op thread in both loops ({name}): baseline {med['baseline_1thread']:.0f} "
-                          f"img/s, cascade {p} {med[f'cascade_{p}_1thread']:.0f} img/s, speed-up "
-                          f"{t['speedup_vs_baseline_1thread']:.2f}x")
-    levers += [text_of(report["raw"][key]) for key, text_of in (("compile", bench.compile_text),
-                                                               ("threads", bench.threads_text))
-               if key in report["raw"]]
-    text += "".join(f"- {line}\n" for line in levers) + "\n" if levers else ""
-    e2e = report["raw"]["paper_profile"]
-    text += ("Paper profile of each experiment alone, from an empty store, in process-minutes (stored wall times "
-             "of its runs where stored, else estimated from the measured step times; `--workers 2` about halves "
-             "the wall time):\n\n")
-    text += markdown_table(["experiment", "process-minutes", "runs stored"],
-                   [(n, f"{v['minutes']:.0f}", f"{v['stored_runs']}/{v['runs']}") for n, v in e2e.items()]) + "\n"
+    text = bench_report.markdown(json.loads(path.read_text()))
     png = bench_dir / "bench.png"
     if png.exists():
         text += f"\n![Benchmark](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})\n"

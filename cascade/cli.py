@@ -19,22 +19,6 @@ def _params(pairs: list[str]) -> dict:
     return out
 
 
-def _estimate_s(run, store) -> float:
-    """Seconds a missing run is expected to take: its cost times the mean seconds per unit of cost of the
-    stored runs of its kind (nan when none is stored)."""
-    from .experiments.runs import KINDS
-    from .store import from_canonical
-
-    folder = store.root / store.profile / run.kind
-    rates = []
-    for path in folder.glob("*.json") if folder.exists() else ():
-        rec = json.loads(path.read_text())
-        cost = from_canonical(KINDS[run.kind], rec["config"]).cost()
-        if cost > 0:
-            rates.append(rec["meta"].get("wall_time_s", 0.0) / cost)
-    return (sum(rates) / len(rates) if rates else float("nan")) * run.cost()
-
-
 def cmd_run(args) -> int:
     from . import experiments
 
@@ -58,7 +42,7 @@ def cmd_status(args) -> int:
     store = Store(args.profile)
     for name in experiments.REGISTRY:
         st = experiments.status(name, args.profile)
-        est = sum(_estimate_s(r, store) for r in st["missing"])
+        est = sum(experiments.estimate_s(r, store) for r in st["missing"])
         eta = "" if not st["missing"] else (f", about {est / 60:.1f} min to compute" if est == est
                                              else ", time unknown (no stored run to estimate from)")
         print(f"{name:14s} done {len(st['done']):3d}  missing {len(st['missing']):3d}{eta}")

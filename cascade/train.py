@@ -259,8 +259,8 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
         for cb in callbacks:
             cb.on_start(state)
         state.history.append({"epoch": state.epoch, **state.metrics})
-        if ckpt is not None and state.epoch in ckpt.keep:  # rewinding to the starting weights needs them saved
-            ckpt.save(state, callbacks)
+        if ckpt is not None and (state.epoch in ckpt.keep or state.epoch >= cfg.epochs):
+            ckpt.save(state, callbacks)  # rewinding to the starting weights, or a run with nothing to train
     stepped = [cb for cb in callbacks if cb.every_steps]
     bar = tqdm(total=(cfg.epochs - cfg.start_epoch) * len(loader), initial=state.step - cfg.start_epoch * len(loader),
                desc=desc, disable=quiet, leave=False, dynamic_ncols=True)

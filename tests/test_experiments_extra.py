@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from cascade.experiments import REGISTRY, architectures, backbone, conditions
+from cascade.experiments import runs as R
 
 
 def tracker_rows(rows, **labels):
@@ -124,3 +125,73 @@ def test_over_control_and_paired_effects_by_hand():
     half = 12.706205 * math.sqrt(0.00045) / math.sqrt(2)  # sd of (0.05, 0.02) = sqrt(0.00045)
     assert (p["effect"], p["ci_lo"], p["ci_hi"], p["n_seeds"]) == pytest.approx((0.035, 0.035 - half, 0.035 + half, 2))
     assert 0 < p["p"] < 1
+
+
+def test_estimate_is_the_median_rate_of_stored_runs_of_the_same_model_times_the_cost(tmp_path):
+    from cascade.experiments import estimate_s
+    from cascade.store import Store
+    from cascade.train import TrainConfig
+
+    store = Store("smoke", root=tmp_path)
+    data = R.DataConfig("fashion-mnist", 256, 128)  # 256 images: 4 steps of 64 per epoch
+
+    def pre(model, epochs, seed=0):
+        return R.PretrainRun(data, model, 4, TrainConfig(epochs=epochs, batch_size=64, seed=seed))
+
+    assert math.isnan(estimate_s(pre("resnet8", 1), store))  # nothing stored to learn a rate from
+    for run, seconds in ((pre("resnet8", 1), 2.0), (pre("resnet8", 2, 1), 8.0), (pre("resnet8", 1, 2), 3.0),
+                         (pre("resnet20", 1), 100.0)):
+        store.put(run.kind, run, run.version, {}, {"wall_time_s": seconds})
+    # resnet8 rates per image: 2/256, 8/512, 3/256 -> median 3/256; 3 epochs = 768 images
+    assert estimate_s(pre("resnet8", 3, 5), store) == pytest.approx(9.0)
+    # no vgg11 stored: the median over all models, of 2, 4, 3 and 100 seconds per 256 images, is 3.5 per 256
+    assert estimate_s(pre("vgg11", 1), store) == pytest.approx(3.5)
+
+
+def test_rethinking_targets_arms_and_config_errors():
+    from cascade.experiments import rethinking
+
+    cfg = rethinking.EXPERIMENT.make_config("paper")
+    targets = cfg.targets(0)
+    assert list(targets) == ["A", "B", "U50", "U90"]
+    assert targets["B"].stage_ratios == (0.6, 0.3, 0.1) and targets["U90"].fraction == 0.9
+    arms = rethinking.arms(cfg, 1)
+    assert arms["A", "Scratch-E"].init_seed == 1001 and arms["A", "Scratch-B"].budget == "flops"
+    assert arms["A", "fine-tuned"].train.lr == 0.001 and arms["A", "fine-tuned"].pretrain == cfg.pretrain(1)
+    tickets = rethinking.tickets(cfg, 1)
+    assert tickets[0.01, "ticket"].pretrain.train.lr == tickets[0.01, "ticket"].train.lr == 0.01
+    assert len(rethinking.EXPERIMENT.all_runs(cfg)) == 3 * (12 + 4) + 3 * 2  # + a dense model per LR and seed
+    with pytest.raises(ValueError, match=r"stage ratios '0.6/1.2' are invalid; allowed"):
+        rethinking.EXPERIMENT.make_config("paper", stage_ratios="0.6/1.2")
+    with pytest.raises(ValueError, match=r"ticket_lrs=\(0.01,\) is invalid; allowed"):
+        rethinking.EXPERIMENT.make_config("paper", ticket_lrs="0.01")
+
+
+def test_rethinking_verdicts_by_hand():
+    from cascade.experiments import rethinking
+
+    cfg = rethinking.EXPERIMENT.make_config("smoke", seeds=3)
+    # Scratch-B beats fine-tuned by 0.01, 0.02, 0.03 on A and by 0.03, 0.04, 0.05 on B: per-seed means 0.02, 0.03,
+    # 0.04 (CI above -delta: R1 holds). The ticket beats random by 0.00, 0.01, 0.02 at lr 0.1: mean 0.01, whose CI
+    # (t = 4.303, sd 0.01, n 3: +-0.0248) straddles delta = 0.005: R2 is inconclusive.
+    acc = {}
+    for seed in cfg.seed_list():
+        for (target, arm), run in rethinking.arms(cfg, seed).items():
+            gain = {"A": 0.01, "B": 0.03}.get(target, 0.0) + 0.01 * seed
+            acc[run] = 0.8 + (gain if arm == "Scratch-B" else 0.0)
+        for (lr, init), run in rethinking.tickets(cfg, seed).items():
+            acc[run] = 0.7 + (0.01 * seed if init == "ticket" and lr == 0.1 else 0.0)
+    counts = {"macs": 10, "macs_kept": 5, "params": 8, "params_kept": 4}
+    records = [(run, {"key": R.store_key(run), "result": {
+        "final": {"test_acc": a}, "counts": counts, "macs_dense": 10, "epochs": 2, "sparsity": 0.5}})
+        for run, a in acc.items()]
+    records += [(p, {"key": R.store_key(p), "result": {"final": {"test_acc": 0.9}, "counts": counts}})
+                for p in {r.pretrain for r in acc}]
+    tables, (r1, r2) = rethinking.analyze(cfg, records)
+    assert r1["holds"] is True and r1["effect"] == pytest.approx(0.03)
+    assert r2["holds"] is None and r2["effect"] == pytest.approx(0.01)
+    assert r2["ci95"] == pytest.approx([0.01 - 0.0248, 0.01 + 0.0248], abs=1e-4)
+    eff = tables["r1_effects"].set_index(["target", "arm"])
+    assert eff.loc[("B", "Scratch-B"), "effect"] == pytest.approx(0.04)
+    assert eff.loc[("B", "Scratch-E"), "effect"] == pytest.approx(0.0)
+    assert len(tables["dense"]) == 6 and set(tables["dense"].lr) == {0.1, 0.01}

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
+import math
 import pkgutil
+import statistics
 
-from ..store import Store
-from .core import PROFILES, Experiment, Result, execute
+from ..store import Store, from_canonical
+from . import runs as R
+from .core import PROFILES, Experiment, Result, execute  # noqa: F401 (PROFILES: for the CLI and the book)
 
 CLAIMS = {
     "C1": "Cascade shedding exists: pruning a small fraction is followed by shedding of a much larger fraction "
@@ -77,6 +81,25 @@ def status(name: str, profile: str = "paper", root=None, **params) -> dict:
     todo = exp.all_runs(exp.make_config(profile, **params))
     done = [r for r in todo if store.get(r.kind, r, r.version) is not None]
     return {"done": done, "missing": [r for r in todo if r not in set(done)]}
+
+
+def estimate_s(run: R.Run, store: Store) -> float:
+    """Seconds a missing run is expected to take: its `cost()` times the median seconds per unit of cost of the
+    stored runs of its kind on the same model (of its kind on any model when none; nan when none is stored).
+    The one run-time estimate: `cascade status` and the book's appendix both use it."""
+    folder = store.root / store.profile / run.kind
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    model = run.labels().get("model")
+    for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+        rec = json.loads(path.read_text())
+        try:
+            other = from_canonical(R.KINDS[run.kind], rec["config"])
+        except (TypeError, ValueError):
+            continue  # a stale record of an older schema
+        if other.cost() > 0 and rec["meta"].get("wall_time_s"):
+            rates[other.labels().get("model") == model].append(rec["meta"]["wall_time_s"] / other.cost())
+    rates_ = rates[True] or rates[False]
+    return statistics.median(rates_) * run.cost() if rates_ else math.nan
 
 
 def stale(profile: str = "paper", root=None) -> list[str]:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from . import backbone, core
 from . import runs as R
+from ..shedding import TrackerConfig
 from .backbone import Backbone
 
 POINT = ["lr", "weight_decay", "schedule", "batch_size", "epochs"]

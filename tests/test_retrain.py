@@ -1,0 +1,138 @@
+"""The retrain and compare run kinds: where the survivors start, how long they train, what two networks share."""
+import math
+
+import pytest
+import torch
+
+from cascade import models, pruning
+from cascade.experiments import runs as R
+from cascade.experiments.compare import CompareRun, barrier, interpolate, linear_cka
+from cascade.experiments.retrain import RetrainRun, budgeted
+from cascade.store import Store, canonical, config_hash, from_canonical
+from cascade.train import TrainConfig
+
+DATA = R.DataConfig("fashion-mnist", 256, 128)
+PRE = R.PretrainRun(DATA, "resnet8", 4, TrainConfig(epochs=1, batch_size=64, seed=3))
+TRAIN = TrainConfig(epochs=1, batch_size=64, seed=3)
+GMP = R.PruneConfig("gmp", 0.5, 3)
+FILTERS = R.PruneConfig("l1-filter", 0.0, 3, stage_ratios=(0.5, 0.5, 0.25))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retrain")
+    return Store("smoke", root=root / "results", cache=root / "cache")
+
+
+def _weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_rewinding_to_epoch_0_starts_from_the_dense_runs_own_init(store):
+    run = RetrainRun(PRE, GMP, TrainConfig(epochs=0, batch_size=64, seed=3), init="rewind")
+    R.ensure(run, store)
+    init = R.initial(PRE)
+    mask = GMP.apply(PRE.network(store))
+    kept = mask["conv1.weight"]
+    assert torch.equal(run.network(store).conv1.weight, init.conv1.weight * kept)
+    assert not torch.equal(init.conv1.weight, PRE.network(store).conv1.weight)  # training moved it
+
+
+def test_random_init_differs_from_the_ticket_and_is_set_by_init_seed(store):
+    def start(seed):
+        run = RetrainRun(PRE, GMP, TrainConfig(epochs=0, batch_size=64, seed=3), init="random", init_seed=seed)
+        R.ensure(run, store)
+        return run.network(store).conv1.weight
+
+    ticket = RetrainRun(PRE, GMP, TrainConfig(epochs=0, batch_size=64, seed=3), init="rewind")
+    R.ensure(ticket, store)
+    assert torch.equal(start(11), start(11))
+    assert not torch.equal(start(11), start(12))
+    assert not torch.equal(start(11), ticket.network(store).conv1.weight)
+
+
+def test_a_structured_target_is_trained_as_the_thin_network(store):
+    run = RetrainRun(PRE, FILTERS, TRAIN, init="trained")
+    rec = R.ensure(run, store)["result"]
+    # resnet8 w4 has one block per stage with 4, 8 and 16 filters in its conv1: 4 - 2, 8 - 4, 16 - 4
+    assert rec["mid_channels"] == [2, 4, 12]
+    net = run.network(store)
+    assert [net.layer1[0].conv1.out_channels, net.layer3[0].conv1.out_channels] == [2, 12]
+    assert rec["counts"]["macs"] == models.count(net)["macs"] < rec["macs_dense"]
+
+
+def test_scratch_b_scales_epochs_by_the_mac_ratio_up_to_the_cap():
+    run = RetrainRun(PRE, GMP, TrainConfig(epochs=10), init="random", init_seed=9, budget="flops", budget_cap=2.0)
+    assert budgeted(run, 1000, 800).epochs == 12  # 10 x 1.25
+    assert budgeted(run, 1000, 100).epochs == 20  # 10 x min(2, 10)
+    assert budgeted(RetrainRun(PRE, GMP, TrainConfig(epochs=10)), 1000, 100).epochs == 10
+
+
+def test_iterative_rounds_remove_the_same_share_of_survivors(store):
+    run = RetrainRun(PRE, R.PruneConfig("gmp", 0.75, 3), TRAIN, init="rewind", rounds=2)
+    rounds = R.ensure(run, store)["result"]["rounds"]
+    # 1 - (1 - 0.75)^(1/2) = 0.5 after round 1, 0.75 after round 2, each within a weight
+    n = pruning.Mask.dense(PRE.network(store)).num_total()
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert abs(rounds[0]["sparsity"] - 0.5) <= 1 / n and abs(rounds[1]["sparsity"] - 0.75) <= 1 / n
+
+
+@pytest.mark.parametrize("kw, bad", [
+    (dict(init="reset"), "init='reset'"),
+    (dict(init="random", init_seed=3), "init_seed=3"),
+    (dict(init="rewind", rewind_epoch=1), "rewind_epoch=1"),
+    (dict(budget="time"), "budget='time'"),
+    (dict(rounds=0), "rounds=0"),
+])
+def test_bad_retrain_settings_name_the_value_and_the_allowed_ones(kw, bad):
+    with pytest.raises(ValueError, match=rf"{bad}.*allowed"):
+        RetrainRun(PRE, GMP, TRAIN, **kw)
+    with pytest.raises(ValueError, match="rounds=2.*structured"):
+        RetrainRun(PRE, FILTERS, TRAIN, rounds=2)
+    with pytest.raises(ValueError, match="fraction=0.5 is invalid with stage_ratios"):
+        R.PruneConfig("l1-filter", 0.5, stage_ratios=(0.1, 0.1, 0.1))
+
+
+def test_new_fields_keep_the_keys_of_existing_kinds():
+    plain = R.FinetuneRun(PRE, R.PruneConfig("gmp", 0.1), TRAIN)
+    assert "keep_epochs" not in canonical(PRE) and "stage_ratios" not in canonical(plain)["prune"]
+    assert "kind" not in canonical(plain)["pretrain"]  # a field of its own class needs no tag
+
+
+def test_a_compare_run_round_trips_the_kinds_of_its_two_runs():
+    run = CompareRun(RetrainRun(PRE, GMP, TRAIN, init="rewind"), PRE, points=3)
+    form = canonical(run)
+    assert (form["a"]["kind"], form["b"]["kind"]) == ("retrain", "pretrain")
+    back = from_canonical(CompareRun, form)
+    assert back == run and config_hash(back, 1) == config_hash(run, 1)
+
+
+def test_linear_cka_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3 * x @ rot + 5) == pytest.approx(1.0)
+    # y depends on the first column only: centred x = x; X'Y = (2, -1)', X'X = [[2, 1], [1, 2]], Y'Y = 2
+    y = x[:, :1]
+    assert linear_cka(x, y) == pytest.approx(5 / (math.sqrt(10) * 2))
+
+
+def test_barrier_by_hand():
+    assert barrier([0, 0.5, 1], [0.1, 0.5, 0.3]) == pytest.approx(0.3)  # 0.5 above the line's 0.2
+    assert barrier([0, 0.5, 1], [0.1, 0.1, 0.3]) == 0.0
+
+
+def test_interpolation_mixes_floats_and_keeps_integer_buffers():
+    a, b = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        a.weight.fill_(1.0), b.weight.fill_(3.0)
+    b.num_batches_tracked += 7
+    mixed = interpolate(a, b, 0.25, torch.nn.BatchNorm1d(2))
+    assert torch.equal(mixed.weight, torch.full((2,), 1.5)) and int(mixed.num_batches_tracked) == 0
+
+
+def test_a_network_compared_with_itself_has_no_barrier_and_full_similarity(store):
+    result = R.ensure(CompareRun(PRE, PRE, points=3), store)["result"]
+    assert result["barrier_train_err"] == 0.0 and result["agreement"] == 1.0
+    assert result["cka"] == pytest.approx(1.0)
+    assert len(result["train_err"]) == 3 and max(result["test_err"]) - min(result["test_err"]) < 1e-9

@@ -43,7 +43,7 @@ def cmd_status(args) -> int:
     for name in experiments.REGISTRY:
         st = experiments.status(name, args.profile)
         est = sum(experiments.estimate_s(r, store) for r in st["missing"])
-        eta = "" if not st["missing"] else (f", about {est / 60:.1f} min to compute" if est == est
+        eta = "" if not st["missing"] else (f", about {est / 60:.1f} process-minutes to compute" if est == est
                                              else ", time unknown (no stored run to estimate from)")
         print(f"{name:14s} done {len(st['done']):3d}  missing {len(st['missing']):3d}{eta}")
     stale = experiments.stale(args.profile)

@@ -76,6 +76,17 @@ class Backbone:
                            lr_schedule=schedule, precision=precision or self.precision, seed=seed)
 
 
+@dataclass(frozen=True)
+class SmallResNet(Backbone):
+    """The dense model of chapters 02 and 04 (the same runs): ResNet-8 w16, 10,000 training images, 20 epochs."""
+
+    model: str = "resnet8"
+    width: int = 16
+    train_size: int | None = 10000
+    test_size: int | None = 2000
+    pretrain_epochs: int = 20
+
+
 def decomposition_tracker(fractions, every_steps: int = 0) -> TrackerConfig:
     """Tracker settings that `decompose` needs: K(f) and D(f) at each fraction, plus |w| histograms."""
     return TrackerConfig(definitions=tuple(f"gmp:{f:g}" for f in fractions), kept_fractions=tuple(fractions),

@@ -33,18 +33,13 @@ import pandas as pd
 from . import backbone, core
 from . import runs as R
 from ..shedding import TrackerConfig
-from .backbone import Backbone
+from .backbone import SmallResNet
 
 POINT = ["lr", "weight_decay", "schedule", "batch_size", "epochs"]
 
 
 @dataclass(frozen=True)
-class Config(Backbone):
-    model: str = "resnet8"
-    width: int = 16
-    train_size: int | None = 10000
-    test_size: int | None = 2000
-    pretrain_epochs: int = 20
+class Config(SmallResNet):
     fraction: float = 0.1
     lrs: tuple[float, ...] = (0.1, 0.3)
     weight_decays: tuple[float, ...] = (5e-4, 2e-3, 5e-3)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import core
 from . import runs as R
-from .backbone import Backbone, paired
+from .backbone import SmallResNet, paired
 from .retrain import RetrainRun
 
 
@@ -41,12 +41,7 @@ def parse_ratios(text: str) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class Config(Backbone):
-    model: str = "resnet8"
-    width: int = 16
-    train_size: int | None = 10000
-    test_size: int | None = 2000
-    pretrain_epochs: int = 20
+class Config(SmallResNet):
     stage_ratios: tuple[str, ...] = ("0.1/0.1/0.1", "0.6/0.3/0.1")  # the paper's ResNet-56-A and -B
     sparsities: tuple[float, ...] = (0.5, 0.9)
     finetune_epochs: int = 5

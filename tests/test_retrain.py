@@ -87,6 +87,9 @@ def test_iterative_rounds_remove_the_same_share_of_survivors(store):
 def test_bad_retrain_settings_name_the_value_and_the_allowed_ones(kw, bad):
     with pytest.raises(ValueError, match=rf"{bad}.*allowed"):
         RetrainRun(PRE, GMP, TRAIN, **kw)
+
+
+def test_structured_rounds_and_stage_ratios_with_a_fraction_are_refused():
     with pytest.raises(ValueError, match="rounds=2.*structured"):
         RetrainRun(PRE, FILTERS, TRAIN, rounds=2)
     with pytest.raises(ValueError, match="fraction=0.5 is invalid with stage_ratios"):

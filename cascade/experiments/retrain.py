@@ -29,7 +29,7 @@ from .. import models, pruning
 from ..store import Store
 from ..train import Checkpoint, Evaluate, TrainConfig, load_weights, train
 from .runs import (PretrainRun, PruneConfig, Run, checkpointed, initial, pretrained, record_meta, register, splits,
-                   store_key)
+                   store_key, train_images)
 
 INITS = ("trained", "rewind", "random")
 BUDGETS = ("epochs", "flops")
@@ -97,9 +97,7 @@ class RetrainRun(Run):
     def cost(self) -> float:
         """Training images, all rounds; with `budget="flops"` an upper bound (the cap)."""
         scale = self.budget_cap if self.budget == "flops" else 1.0
-        n = len(splits(self.data)[0])
-        t = self.train
-        return self.rounds * scale * (t.epochs - t.start_epoch) * (n // t.batch_size) * t.batch_size
+        return self.rounds * scale * train_images(self.data, self.train)
 
     def network(self, store: Store) -> torch.nn.Module:
         record = store.get(self.kind, self, self.version) or self.compute(store)

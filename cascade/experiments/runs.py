@@ -67,7 +67,8 @@ def register(cls: K) -> K:
     return cls
 
 
-def _images(data_cfg: DataConfig, cfg: TrainConfig) -> float:
+def train_images(data_cfg: DataConfig, cfg: TrainConfig) -> float:
+    """Images an SGD run of `cfg` on `data_cfg` trains on (whole batches): what `cost()` measures."""
     n = len(splits(data_cfg)[0])
     return (cfg.epochs - cfg.start_epoch) * (n // cfg.batch_size) * cfg.batch_size
 
@@ -113,7 +114,7 @@ class PretrainRun(Run):
                 "batch_size": t.batch_size, "epochs": t.epochs, "precision": t.precision}
 
     def cost(self) -> float:
-        return _images(self.data, self.train)
+        return train_images(self.data, self.train)
 
     def network(self, store: Store) -> torch.nn.Module:
         return pretrained(self, store)[0]
@@ -176,7 +177,7 @@ class FinetuneRun(Run):
                 "epochs": ft.epochs, "precision": ft.precision}
 
     def cost(self) -> float:
-        return _images(self.pretrain.data, self.finetune)
+        return train_images(self.pretrain.data, self.finetune)
 
     @property
     def data(self) -> DataConfig:

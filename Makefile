@@ -88,5 +88,5 @@ bench: venv data
 	$(PY) -m cascade bench
 
 clean:
-	rm -rf book/_build book/chapters book/_static/mathjax book/claims.md book/appendix.md book/_toc.yml
+	rm -rf book/_build book/chapters book/_static/mathjax book/claims.md book/appendix.md book/_toc.yml book/data book/claims_forest.png
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

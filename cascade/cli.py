@@ -1,4 +1,5 @@
-"""`python -m cascade`: run experiments, build the book, report store status, list, benchmark, check the machine.
+"""`python -m cascade`: run experiments, build the book, report store status and claims, diff them against a git
+revision, list, benchmark, check the machine.
 
 Errors are one line on stderr with exit code 2, and are raised before any compute.
 """
@@ -95,6 +96,22 @@ def cmd_claims(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    from . import experiments, report
+
+    if args.profile not in experiments.PROFILES:
+        raise ValueError(f"unknown profile {args.profile!r}; allowed: {', '.join(experiments.PROFILES)}")
+    rows = report.diff(args.rev, args.profile, everything=args.all)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif not rows:
+        print(f"no verdict, effect, CI or seed count changed between {args.rev} and the working tree [{args.profile}]")
+    else:
+        print(report.markdown_table(["claim", "experiment", "field", args.rev, "working tree", "change"],
+                                    [list(r.values()) for r in rows]))
+    return 0
+
+
 def cmd_migrate(args) -> int:
     from .experiments.runs import KINDS
     from .store import Store, migrate
@@ -150,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
     c.add_argument("--json", action="store_true", help="print a JSON list, one object per row")
     c.set_defaults(func=cmd_claims)
+    d = sub.add_parser("diff", help="what changed in the claims table (verdicts, effects, CIs, seeds) between the "
+                                    "committed store at a git revision and the working tree")
+    d.add_argument("rev", metavar="REV", help="a commit, branch or tag, for example HEAD~1 or main")
+    d.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
+    d.add_argument("--all", action="store_true", help="show every row, not only the changes")
+    d.add_argument("--json", action="store_true", help="print a JSON list, one object per row")
+    d.set_defaults(func=cmd_diff)
     m = sub.add_parser("migrate", help="move stored records to the keys of the current config form (no compute)")
     m.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
     m.set_defaults(func=cmd_migrate)

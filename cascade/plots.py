@@ -7,11 +7,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+# The book's text column is about 770 px at 100% zoom: figures are drawn 7 inches wide at 150 dpi and scaled to
+# the column (book/_static/cascade.css), so they stay sharp and 10 pt text reads as about 14 px.
+COLUMN = 7.0
 STYLE = {
-    "figure.dpi": 96, "savefig.dpi": 96, "figure.figsize": (9, 3.4), "axes.grid": True, "grid.alpha": 0.3,
-    "axes.spines.top": False, "axes.spines.right": False, "font.size": 9, "axes.titlesize": 10,
-    "legend.fontsize": 8, "legend.frameon": False, "image.cmap": "viridis",
+    "figure.dpi": 150, "savefig.dpi": 150, "figure.figsize": (COLUMN, 3.0), "axes.grid": True, "grid.alpha": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "font.size": 10, "axes.titlesize": 10,
+    "legend.fontsize": 9, "legend.frameon": False, "image.cmap": "viridis",
 }
+VERDICT_COLORS = {"reproduces": "#2ca02c", "does not reproduce": "#d62728", "inconclusive": "#7f7f7f"}
 PALETTE = {"gmp": "#1f77b4", "random": "#d62728", "none": "#555555", "layerwise": "#2ca02c",
            "random-layerwise": "#ff7f0e", "l1-filter": "#9467bd", "nm": "#8c564b"}
 
@@ -21,18 +25,22 @@ def use_style() -> None:
 
 
 def provenance_text(result) -> str:
+    from .report import command
+
     keys = result.keys()
     metas = [rec["meta"] for _, rec in result.records]
     commits = sorted({m.get("commit", "?") for m in metas})
     hardware = sorted({m.get("hardware", "?") for m in metas})
     minutes = result.wall_time_s / 60
     return (f"commit {','.join(commits)} · profile {result.profile} · {len(keys)} runs, keys {keys[0]}…"
-            f"{'' if len(keys) == 1 else f' (+{len(keys) - 1})'} · {'; '.join(hardware)} · compute {minutes:.1f} min")
+            f"{'' if len(keys) == 1 else f' (+{len(keys) - 1})'} · {'; '.join(hardware)} · compute {minutes:.1f} min"
+            f"\nregenerate: {command(result)}")
 
 
 def provenance(fig, result) -> None:
-    """Stamp the small provenance line (commit, profile, config hashes, hardware, wall time) on `fig`."""
-    fig.text(0.01, -0.02, provenance_text(result), fontsize=6.5, color="#666666", ha="left", va="top")
+    """Stamp the provenance lines (commit, profile, config hashes, hardware, compute time, and the command that
+    regenerates the figure) under `fig`."""
+    fig.text(0.01, -0.02, provenance_text(result), fontsize=7, color="#666666", ha="left", va="top")
 
 
 def band(ax, frame: pd.DataFrame, x: str, y: str, label: str, color=None, **kw) -> None:
@@ -45,7 +53,7 @@ def band(ax, frame: pd.DataFrame, x: str, y: str, label: str, color=None, **kw) 
 
 def curves(frame: pd.DataFrame, metrics: list[str], result, x: str = "epoch", ylabel: str = "", titles=None):
     """One panel per metric; one line per (criterion, fraction) with a band over seeds."""
-    fig, axes = plt.subplots(1, len(metrics), squeeze=False, figsize=(3.2 * len(metrics), 3.2))
+    fig, axes = plt.subplots(1, len(metrics), squeeze=False, figsize=(COLUMN, 3.0))
     for ax, metric in zip(axes[0], metrics):
         sub = frame[frame.metric == metric]
         for (crit, frac), g in sub.groupby(["criterion", "fraction"]):
@@ -62,38 +70,73 @@ def curves(frame: pd.DataFrame, metrics: list[str], result, x: str = "epoch", yl
     return fig
 
 
-def heatmap(matrix: pd.DataFrame, result, title: str, cbar: str):
-    """Layer x epoch heatmap (layers in network order, top to bottom)."""
-    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.2 * len(matrix))))
-    im = ax.imshow(matrix.values, aspect="auto", interpolation="nearest")
-    ax.set_yticks(np.arange(len(matrix)), labels=[s.removesuffix(".weight") for s in matrix.index], fontsize=6)
-    ax.set_xticks(np.arange(matrix.shape[1]), labels=matrix.columns)
-    ax.set_xlabel("epoch")
-    ax.grid(False)
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label=cbar)
-    fig.tight_layout()
+def heatmap(matrices: dict[str, pd.DataFrame], result, cbar: str):
+    """Layer x epoch heatmaps side by side, one per title (layers in network order, top to bottom), on one
+    colour scale."""
+    rows = max(len(m) for m in matrices.values())
+    fig, axes = plt.subplots(1, len(matrices), squeeze=False, sharey=True,
+                             figsize=(COLUMN, max(2.5, 0.16 * rows + 1)), layout="constrained")
+    top = max(float(np.nanmax(m.values)) for m in matrices.values())
+    for ax, (title, matrix) in zip(axes[0], matrices.items()):
+        im = ax.imshow(matrix.values, aspect="auto", interpolation="nearest", vmin=0, vmax=top)
+        ax.set_yticks(np.arange(len(matrix)), labels=[s.removesuffix(".weight") for s in matrix.index], fontsize=7)
+        ax.set_xticks(np.arange(matrix.shape[1]), labels=matrix.columns)
+        ax.set_xlabel("epoch")
+        ax.grid(False)
+        ax.set_title(title)
+    fig.colorbar(im, ax=axes[0].tolist(), label=cbar)
     provenance(fig, result)
     return fig
 
 
-def grids(matrices: dict[str, pd.DataFrame], result, fmt: str = "{:.2f}", marks: dict | None = None):
-    """One annotated heatmap per matrix (rows and columns labelled by the matrix's index and columns);
-    `marks[title]` is a boolean frame of the same shape whose True cells are outlined."""
-    fig, axes = plt.subplots(1, len(matrices), squeeze=False, figsize=(3.4 * len(matrices), 3.0))
-    for ax, (title, m) in zip(axes[0], matrices.items()):
+def grids(matrices: list[dict[str, pd.DataFrame]], result, fmt: str = "{:.2f}", marks: dict | None = None):
+    """Annotated heatmaps, one row of panels per dict and one panel per matrix (rows and columns labelled by
+    the matrix's index and columns); `marks[title]` is a boolean frame of the same shape whose True cells are
+    outlined."""
+    ncols = max(len(row) for row in matrices)
+    fig, axes = plt.subplots(len(matrices), ncols, squeeze=False, figsize=(COLUMN, 2.3 * len(matrices)))
+    panels = [(ax, item) for axrow, row in zip(axes, matrices) for ax, item in zip(axrow, row.items())]
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, m) in panels:
         im = ax.imshow(m.values, aspect="auto", interpolation="nearest", origin="lower")
         ax.set_xticks(np.arange(m.shape[1]), labels=[f"{c:g}" for c in m.columns])
         ax.set_yticks(np.arange(m.shape[0]), labels=[f"{r:g}" for r in m.index])
         ax.set_xlabel(m.columns.name or "")
         ax.set_ylabel(m.index.name or "")
         ax.grid(False)
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         for (i, j), v in np.ndenumerate(m.values):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="w")
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8, color="w")
             if marks is not None and title in marks and bool(marks[title].values[i, j]):
                 ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
     provenance(fig, result)
+    return fig
+
+
+def forest(rows: list[dict]):
+    """The claims at a glance: one panel per verdict with an estimate, its effect and 95% CI against its own
+    threshold (dashed), coloured by verdict. `rows` are `report.claims` rows."""
+    rows = [r for r in rows if r["effect"] is not None]
+    fig, axes = plt.subplots(len(rows), 1, squeeze=False, figsize=(COLUMN, 0.55 * len(rows) + 0.6))
+    for ax, r in zip(axes[:, 0], rows):
+        lo, hi = (r["effect"], r["effect"]) if r["ci95"][0] is None else r["ci95"]
+        color = VERDICT_COLORS.get(r["verdict"], "#7f7f7f")
+        ax.errorbar([r["effect"]], [0], xerr=[[r["effect"] - lo], [hi - r["effect"]]], fmt="o", color=color,
+                    capsize=4, markersize=6, linewidth=2)
+        span = [lo, hi] + ([r["threshold"]] if r.get("threshold") is not None else [])
+        if r.get("threshold") is not None:
+            ax.axvline(r["threshold"], color="#333333", linestyle="--", linewidth=1)
+        pad = 0.15 * (max(span) - min(span) or abs(r["effect"]) or 1)
+        ax.set_xlim(min(span) - pad, max(span) + pad)
+        ax.set_yticks([])
+        ax.grid(axis="y", visible=False)
+        ax.spines["left"].set_visible(False)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_ylabel(f"{r['claim']}  {r['notebook'][:2]}", rotation=0, ha="right", va="center", fontsize=10)
+        ax.text(1.01, 0.5, r["verdict"], transform=ax.transAxes, color=color, va="center", fontsize=9)
+    axes[-1, 0].set_xlabel("effect, 95% CI (each row on its own scale; dashed: the claim's threshold)")
+    fig.tight_layout()
     return fig

@@ -4,6 +4,11 @@ Nothing here computes a run; a missing record shows as "not run".
 """
 from __future__ import annotations
 
+import json
+import math
+import numbers
+from pathlib import Path
+
 VERDICTS = {True: "reproduces", False: "does not reproduce", None: "inconclusive"}
 NOT_RUN, UNTESTED = "not run", "not yet tested"
 
@@ -12,14 +17,15 @@ def claims(profile: str = "paper", root=None) -> list[dict]:
     """One row per (claim, experiment testing it, verdict); a claim no experiment tests gets one row too.
 
     Keys: claim, statement, experiment, notebook, verdict (a VERDICTS word, NOT_RUN or UNTESTED), holds,
-    effect, ci95, n_seeds, condition, summary.
+    effect, ci95, n_seeds, threshold and above (the CI is compared with), condition, summary.
     """
     from . import experiments
 
     rows = []
     for claim, text in experiments.CLAIMS.items():
         base = {"claim": claim, "statement": text, "experiment": None, "notebook": None, "holds": None,
-                "effect": None, "ci95": [None, None], "n_seeds": 0, "condition": "", "summary": ""}
+                "effect": None, "ci95": [None, None], "n_seeds": 0, "threshold": None, "above": None,
+                "condition": "", "summary": ""}
         tested = [e for e in experiments.REGISTRY.values() if claim in e.claims]
         if not tested:
             rows.append({**base, "verdict": UNTESTED})
@@ -30,7 +36,8 @@ def claims(profile: str = "paper", root=None) -> list[dict]:
                 rows.append({**here, "verdict": NOT_RUN})
             for v in found:
                 rows.append({**here, "verdict": VERDICTS[v["holds"]], "holds": v["holds"], "effect": v["effect"],
-                             "ci95": v["ci95"], "n_seeds": v["n_seeds"], "condition": v.get("condition", ""),
+                             "ci95": v["ci95"], "n_seeds": v["n_seeds"], "threshold": v.get("threshold"),
+                             "above": v.get("above"), "condition": v.get("condition", ""),
                              "summary": v["summary"]})
     return rows
 
@@ -53,9 +60,171 @@ def claims_markdown(rows: list[dict], link=None, statements: bool = True) -> str
     """The claims table as Markdown; `link(row)` gives the evidence cell (default: the notebook's name).
     Without `statements` it fits a terminal."""
     link = link or (lambda row: row["notebook"] or "")
-    head = ["Claim", "Statement", "Verdict", "Effect [95% CI]", "Seeds", "Condition", "Evidence"]
-    body = [[r["claim"], r["statement"], r["verdict"], effect(r), r["n_seeds"] or "", r["condition"], link(r)]
-            for r in rows]
-    if not statements:
-        head, body = head[:1] + head[2:], [b[:1] + b[2:] for b in body]
-    return markdown_table(head, body)
+    head = ["Claim", "Verdict", "Effect [95% CI]", "Seeds", "Condition", "Evidence"]
+    return markdown_table(head, [[f"**{r['claim']}** {r['statement']}" if statements else r["claim"], r["verdict"],
+                                  effect(r), r["n_seeds"] or "", r["condition"], link(r)] for r in rows])
+
+
+class Table:
+    """A results table that renders as HTML in the book and as aligned text in a terminal and under nbval."""
+
+    def __init__(self, frame, formats: dict | None = None):
+        self.frame = frame
+        self.formatters = {c: _formatter((formats or {}).get(c)) for c in frame.columns}
+
+    def _repr_html_(self) -> str:
+        return self.frame.to_html(index=False, formatters=self.formatters, border=0, classes="cascade-table",
+                                  justify="right", na_rep="")
+
+    def __repr__(self) -> str:
+        return self.frame.to_string(index=False, formatters=self.formatters, na_rep="")
+
+
+def table(frame, formats: dict | None = None) -> Table:
+    """`frame` as a table for a chapter: `formats` maps a column to a format string ("{:.1%}") or a function;
+    other numbers get four significant digits (integers and large values with thousands separators)."""
+    import pandas as pd
+
+    named = not isinstance(frame.index, pd.RangeIndex)  # an index that labels rows becomes columns
+    return Table(frame.reset_index(drop=not named), formats)
+
+
+def _formatter(spec):
+    if callable(spec):
+        return spec
+    if spec is not None:
+        return lambda v: "" if _missing(v) else spec.format(v)
+    return _number
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _number(v) -> str:
+    if _missing(v):
+        return ""
+    if isinstance(v, bool) or not isinstance(v, numbers.Number):
+        return str(v)
+    if float(v).is_integer() and abs(v) >= 1 or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def estimate(v: dict) -> str:
+    """'0.0121 (95% CI −0.0097 to 0.0338, n = 3)': a verdict's effect as the chapters' prose states it."""
+    if v["effect"] is None:
+        return f"no estimate (n = {v['n_seeds']})"
+    lo, hi = v["ci95"]
+    ci = "" if lo is None else f"95% CI {_signed(lo)} to {_signed(hi)}, "
+    return f"{_signed(v['effect'])} ({ci}n = {v['n_seeds']})"
+
+
+def _signed(x: float) -> str:
+    return f"{x:.3g}".replace("-", "\u2212")
+
+
+def glue(result, **extra) -> None:
+    """Glue a chapter's verdicts and headline numbers for its prose, so no number there is typed by hand.
+
+    Per verdict (claim C): `C` (the estimate sentence), `C_verdict` (reproduces / does not reproduce /
+    inconclusive), `C_summary`, and the floats `C_effect`, `C_lo`, `C_hi`, `C_n`; for the chapter: `runs`,
+    `compute_min`, `command`, and from a backbone config `setup`, `pretrain_steps` and `seeds`; then every
+    keyword given. Markdown cells use {glue:md}`C` and
+    {glue:text}`C_effect:.3f`."""
+    from IPython.display import Markdown
+    from myst_nb import glue as _glue
+
+    cfg = result.config
+    values = {"runs": len(result.records), "compute_min": result.wall_time_s / 60,
+              "command": Markdown(f"`{command(result)}`")}
+    if all(hasattr(cfg, a) for a in ("model", "width", "dataset", "train_size", "test_size", "batch_size")):
+        sizes = " / ".join(f"{n:,} {what}" if n else f"all {what}" for n, what in
+                           ((cfg.train_size, "training"), (cfg.test_size, "test")))
+        values["setup"] = Markdown(f"{cfg.model} at width {cfg.width} on {cfg.dataset} ({sizes} images)")
+        if cfg.train_size:
+            values["pretrain_steps"] = cfg.pretrain_epochs * (cfg.train_size // cfg.batch_size)
+    if hasattr(cfg, "seed_list"):
+        values["seeds"] = len(list(cfg.seed_list()))
+    for v in result.verdicts:
+        c = v["claim"]
+        values |= {c: Markdown(estimate(v)), f"{c}_verdict": Markdown(f"**{VERDICTS[v['holds']]}**"),
+                   f"{c}_summary": Markdown(v["summary"]), f"{c}_n": v["n_seeds"]}
+        if v["effect"] is not None:
+            values |= {f"{c}_effect": v["effect"], f"{c}_lo": v["ci95"][0], f"{c}_hi": v["ci95"][1]}
+    for name, value in {**values, **extra}.items():  # numpy scalars as Python numbers, which {glue:text} formats
+        _glue(name, value.item() if isinstance(value, numbers.Number) and hasattr(value, "item") else value,
+              display=False)
+
+
+def command(result) -> str:
+    """The command that regenerates `result`'s chapter (figures included), with any parameter that differs
+    from its profile's defaults."""
+    import dataclasses
+
+    from . import experiments
+
+    exp = experiments.get(result.experiment)
+    default = exp.make_config(result.profile)
+    changed = [(f.name, getattr(result.config, f.name)) for f in dataclasses.fields(result.config)
+               if getattr(result.config, f.name) != getattr(default, f.name)]
+    if not changed:
+        return f"python -m cascade book --only {exp.notebook} --profile {result.profile}"
+    params = "".join(f" -p {k} {','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in changed)
+    return f"papermill notebooks/{exp.notebook}.ipynb out.ipynb -p profile {result.profile}{params}"
+
+
+def records_frame(records) -> "pd.DataFrame":
+    """One row per stored run: its key, kind and labels, then every scalar of its config, result and meta as a
+    dotted column. Lists (per-epoch curves, tracker rows) stay in the JSON records."""
+    import pandas as pd
+
+    flat = pd.json_normalize([{"key": rec["key"], "kind": run.kind, **run.labels(), "config": rec["config"],
+                               "result": rec["result"], "meta": rec["meta"]} for run, rec in records])
+    nested = [c for c in flat if flat[c].map(lambda v: isinstance(v, (list, dict))).any()]
+    return flat.drop(columns=nested)
+
+
+def diff(rev: str, profile: str = "paper", everything: bool = False) -> list[dict]:
+    """What the claims table says in the working tree against what it said at git revision `rev`: the verdict,
+    effect, CI and seeds of every (claim, experiment), as `dvc metrics diff` does for metrics. The table at
+    `rev` is computed by that revision's own code from its own committed store. Only changes unless
+    `everything`."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(repo)]
+    if subprocess.run([*git, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True).returncode:
+        raise ValueError(f"unknown revision {rev!r}; allowed: a commit, branch or tag of {repo}")
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run([*git, "archive", "--format=tar", rev], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        env = {**os.environ, "PYTHONPATH": tmp, "CASCADE_RESULTS": f"{tmp}/results", "CASCADE_CACHE": f"{tmp}/.cache",
+               "CASCADE_READ_ONLY": "1"}
+        proc = subprocess.run([sys.executable, "-m", "cascade", "claims", "--json", "--profile", profile],
+                              cwd=tmp, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"`cascade claims --json` failed at {rev}: {last}")
+    old = {(r["claim"], r["experiment"]): r for r in json.loads(proc.stdout)}
+    new = {(r["claim"], r["experiment"]): r for r in claims(profile)}
+    out = []
+    for key in [*new, *(k for k in old if k not in new)]:
+        a, b = old.get(key), new.get(key)
+        for field in ("verdict", "effect", "ci95", "n_seeds"):
+            va, vb = (r.get(field) if r else None for r in (a, b))
+            if everything or va != vb:
+                out.append({"claim": key[0], "experiment": key[1], "field": field, rev: va, "working tree": vb,
+                            "change": _change(va, vb)})
+    return out
+
+
+def _change(a, b) -> str:
+    if a == b:
+        return ""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return f"{b - a:+.4g}"
+    return "changed"

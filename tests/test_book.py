@@ -40,8 +40,9 @@ def stub_experiments(mp):
     module.CLAIMS = {"C1": "Weights shed | cascade", "C2": "Shedding beats GMP", "C3": "Depth matters",
                      "C4": "Width matters", "T1": "Untested"}
     module.REGISTRY = {name: SimpleNamespace(name=name, notebook=nb, claims=claims, make_config=lambda profile: None,
-                                             all_runs=lambda cfg: [])
-                       for name, nb, claims in [("dummy", "01_dummy", ["C1", "C2", "C3"]), ("later", "02_later", ["C4"])]}
+                                             all_runs=lambda cfg: [], figures=figures)
+                       for name, nb, claims, figures in [("dummy", "01_dummy", ["C1", "C2", "C3"], {"C1": "fig-dummy"}),
+                                                         ("later", "02_later", ["C4"], {})]}
     module.computed = []  # (name, profile, workers) of every run() call
     module.status = lambda name, profile: {"missing": []}  # nothing to compute, so nothing is written
     module.run = lambda name, profile, workers=1, scheduler=None: module.computed.append((name, profile, workers)) or \
@@ -59,7 +60,8 @@ def dummy_notebook() -> nbformat.NotebookNode:
         new_markdown_cell("# Dummy experiment\n\nThe curve $y = x^2$ for profile {code}`smoke`."),
         params,
         new_code_cell(f"import sys\n_ = sys.stderr.write({PROGRESS_LINE!r}), sys.stderr.write('a real warning\\n')"),
-        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 4])\nplt.show()"),
+        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 4])\nplt.show()",
+                      metadata={"mystnb": {"figure": {"name": "fig-dummy", "caption": "The parabola."}}}),
         new_code_cell("print(profile, force)"),
         new_markdown_cell("## Verdict\n\nWhat the claims table links to."),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
@@ -68,22 +70,25 @@ def dummy_notebook() -> nbformat.NotebookNode:
 # ---------------------------------------------------------------- pure functions: no build needed
 
 
-def test_claims_page_rows(monkeypatch):
+def test_claims_page_rows(monkeypatch, tmp_path):
     stub_experiments(monkeypatch)
-    page = book.claims_page("smoke", ["01_dummy"], REPO / "book" / "templates" / "claims.md.in")
+    page = book.claims_page("smoke", ["01_dummy"], REPO / "book" / "templates" / "claims.md.in",
+                            tmp_path / "forest.png")
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
     link = "[01 verdict](chapters/01_dummy.ipynb#verdict)"
-    assert rows == [
-        rf"| C1 | Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | lr=0.1 | {link} |",
-        f"| C2 | Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 |  | {link} |",
-        f"| C3 | Depth matters | inconclusive |  | 1 |  | {link} |",
-        "| C4 | Width matters | not run |  |  |  | 02_later |",  # no chapter 02_later: no link
-        "| T1 | Untested | not yet tested |  |  |  |  |",
+    assert rows == [  # C1 names the figure that decides it
+        rf"| **C1** Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | lr=0.1 | "
+        rf"{{numref}}`Fig. %s <fig-dummy>`, {link} |",
+        f"| **C2** Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 |  | {link} |",
+        f"| **C3** Depth matters | inconclusive |  | 1 |  | {link} |",
+        "| **C4** Width matters | not run |  |  |  | 02_later |",  # no chapter 02_later: no link
+        "| **T1** Untested | not yet tested |  |  |  |  |",
     ]
     assert "profile `smoke`" in page
+    assert "```{figure} forest.png\n:name: fig-claims-forest" in page and (tmp_path / "forest.png").stat().st_size
 
 
-def test_tidy_hides_parameters_and_drops_progress_bars():
+def test_tidy_folds_code_but_the_injected_parameters_and_drops_progress_bars():
     nb = new_notebook(cells=[
         new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
         new_code_cell("train()", outputs=[
@@ -93,14 +98,15 @@ def test_tidy_hides_parameters_and_drops_progress_bars():
         new_markdown_cell("text"),
     ])
     book.tidy(nb)
-    assert nb.cells[0].metadata.tags == ["injected-parameters", "hide-input"]
+    assert nb.cells[0].metadata.tags == ["injected-parameters"]  # what the chapter ran with stays in view
+    assert nb.cells[1].metadata.tags == ["hide-input"] and "tags" not in nb.cells[2].metadata
     assert [(o.name, o.text) for o in nb.cells[1].outputs] == [
         ("stderr", "UserWarning: lr is high\n"), ("stdout", " 50%|#####| 1/2 kept: stdout is not stderr\n")]
 
 
-def test_toc_lists_chapters_between_claims_and_methods():
+def test_toc_opens_on_the_claims_and_lists_chapters_between_intro_and_methods():
     assert book.toc(["01_a", "02_b"]).splitlines()[1:] == [
-        "format: jb-book", "root: intro", "chapters:", "- file: claims", "- file: chapters/01_a",
+        "format: jb-book", "root: claims", "chapters:", "- file: intro", "- file: chapters/01_a",
         "- file: chapters/02_b", "- file: methods", "- file: appendix"]
 
 
@@ -196,12 +202,34 @@ def test_chapters_are_executed_and_tidied(built):
         nb = nbformat.read(chapter, as_version=4)
         assert nb.metadata.papermill.parameters == {"profile": "smoke"}
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert len(injected) == 1 and "hide-input" in injected[0].metadata.tags
+        assert len(injected) == 1 and "hide-input" not in injected[0].metadata.tags
+        assert all("hide-input" in c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"
+                   and c not in injected)
+        assert nb.cells[-1].metadata.tags == [book.FOOTER] and nb.cells[-1].source.startswith("## Data and re-run")
+        assert f"{{download}}`{chapter.stem}.csv <../data/{chapter.stem}.csv>`" in nb.cells[-1].source
         stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
                   if o.output_type == "stream" and o.name == "stderr"]
         assert not any(book.PROGRESS.search(text) for text in stderr)
     if not REAL:
         assert stderr == ["a real warning\n"]
+
+
+@pytest.mark.book
+def test_each_chapter_has_its_records_as_csv_and_keys(built):
+    import pandas as pd
+
+    data = built.parents[2] / book.DATA
+    for chapter in sorted((built.parents[2] / "chapters").glob("*.ipynb")):
+        keys = json.loads((data / f"{chapter.stem}.keys.json").read_text())["records"]
+        if not REAL:
+            assert keys == []
+            continue
+        frame = pd.read_csv(data / f"{chapter.stem}.csv")
+        assert frame.key.tolist() == [k["key"] for k in keys] and len(frame) > 0
+        assert {"kind", "seed", "meta.wall_time_s"} <= set(frame.columns)
+        for k in keys:  # the fixture's store is tmp/store, beside tmp/book
+            assert k["record"] == f"smoke/{k['kind']}/{k['key']}.json"
+            assert (built.parents[3] / "store" / k["record"]).exists()
 
 
 @pytest.mark.book
@@ -247,6 +275,12 @@ EXTERNAL = re.compile(r"^\s*(?:https?:)?//", re.I)
 CSS_EXTERNAL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])\s*(?:https?:)?//""", re.I)
 
 
+def book_experiments():
+    from cascade import experiments
+
+    return experiments
+
+
 def _pages(html: Path) -> list[Path]:
     return sorted(p for p in html.rglob("*.html") if not {"_static", "_sources"} & set(p.relative_to(html).parts))
 
@@ -272,6 +306,12 @@ def test_html_fetches_nothing_external_and_links_resolve(built):
     assert not broken, f"broken relative links: {broken}"
     claims = (html / "claims.html").read_text()
     assert re.search(r'href="chapters/01_\w+\.html#verdict"', claims), "claims table links no chapter's verdict"
+    assert REDIRECT.search((html / "index.html").read_text()).group(1) == "claims.html"  # the book opens on it
+    if REAL:  # each tested claim links the figure that decides it, which is in that chapter
+        for exp in book_experiments().REGISTRY.values():
+            for label in exp.figures.values():
+                assert re.search(rf'href="chapters/{exp.notebook}\.html#{label}"', claims), label
+                assert f'id="{label}"' in (html / "chapters" / f"{exp.notebook}.html").read_text()
 
 
 _INSPECT = """async () => {
@@ -279,9 +319,26 @@ _INSPECT = """async () => {
   await Promise.all([...document.images].map(i => i.complete ? null :
       new Promise(done => { i.addEventListener("load", done); i.addEventListener("error", done); })));
   if (document.querySelector(".math") && window.MathJax && MathJax.startup) await MathJax.startup.promise;
+  const article = document.querySelector("article.bd-article") || document.body;
+  const column = article.getBoundingClientRect();
+  const shown = e => e.checkVisibility() && e.innerText.trim().length > 0;  // a closed <details> hides its text
+  const inputs = [...document.querySelectorAll("div.cell div.cell_input")];
+  const injected = e => e.closest("div.cell").classList.contains("tag_injected-parameters");
   return {title: document.title.trim(), text: document.body.innerText.trim().length,
           broken: [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src),
           images: [...document.images].filter(i => i.naturalWidth > 0).length,
+          figures: [...document.querySelectorAll("figure img")].filter(i => i.naturalWidth > 0)
+                       .map(i => i.src.split("/").pop()),
+          captions: [...document.querySelectorAll("figure figcaption")].map(c => c.innerText.trim()),
+          overflow: [...document.images].filter(i => i.getBoundingClientRect().right > column.right + 1 ||
+                                                     i.getBoundingClientRect().left < column.left - 1)
+                        .map(i => `${i.src.split("/").pop()}: ${i.getBoundingClientRect().width}px`),
+          column: column.width,
+          openCode: inputs.filter(e => !injected(e) && shown(e)).length,
+          params: inputs.filter(e => injected(e) && shown(e)).length,
+          placeholders: (article.innerText.match(/[{]glue[^}]*[}]/g) || []).length,
+          pasted: article.querySelectorAll(".pasted-text").length,
+          downloads: [...document.querySelectorAll("a.download")].map(a => a.getAttribute("href")),
           math: document.querySelectorAll(".math").length,
           typeset: document.querySelectorAll("mjx-container").length,
           errors: document.querySelectorAll("mjx-merror").length};
@@ -302,8 +359,9 @@ def test_every_page_renders_offline_in_chromium(built):
     html = built.parent
     requested, problems, math_pages = [], [], 0
     with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
-        browser = pw.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch_persistent_context(  # a 1300 px window: the column must hold every figure
+            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 900})
         browser.on("request", lambda request: requested.append(request.url))
         # Never let a request leave the machine, even while failing: abort it (it is recorded above).
         browser.route("**/*", lambda route: route.continue_() if _local(route.request.url) else route.abort())
@@ -321,8 +379,27 @@ def test_every_page_renders_offline_in_chromium(built):
                 problems.append(f"{name}: empty page")
             if seen["broken"]:
                 problems.append(f"{name}: images not loaded: {seen['broken']}")
-            if name.startswith("chapters/") and not seen["images"]:
-                problems.append(f"{name}: no figure")
+            if seen["overflow"]:
+                problems.append(f"{name}: figures wider than the {seen['column']}px column: {seen['overflow']}")
+            if seen["openCode"]:
+                problems.append(f"{name}: {seen['openCode']} code inputs shown; only the parameters should be")
+            if seen["placeholders"]:
+                problems.append(f"{name}: {seen['placeholders']} glue placeholders left in the text")
+            if name.startswith("chapters/"):
+                if not seen["figures"] or len(seen["captions"]) < len(seen["figures"]):
+                    problems.append(f"{name}: figures without a numbered caption ({seen})")
+                if not all(re.match(r"Fig\. \d+", c) for c in seen["captions"]):
+                    problems.append(f"{name}: unnumbered caption in {seen['captions']}")
+                if seen["params"] != 1:
+                    problems.append(f"{name}: the injected parameters are not in view")
+                if REAL and not seen["pasted"]:
+                    problems.append(f"{name}: no number glued into the prose")
+                files = [unquote(urlsplit(href).path) for href in seen["downloads"]]
+                if sorted(Path(f).suffixes[-1] for f in files) != [".csv", ".json"] or \
+                        not all((page.parent / f).is_file() for f in files):
+                    problems.append(f"{name}: the record downloads do not resolve: {seen['downloads']}")
+            if name == "claims.html" and book.FOREST not in seen["figures"]:
+                problems.append(f"claims.html: the forest plot did not load ({seen['figures']})")
             if seen["math"]:
                 math_pages += 1
                 if not seen["typeset"] or seen["errors"]:

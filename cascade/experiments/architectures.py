@@ -214,6 +214,6 @@ EXPERIMENT = core.Experiment(
         "full": lambda: core.full_data() | dict(archs=("resnet56:16", "mobilenetv2:32"), seeds=5,
                      fractions=(0.2, 0.4, 0.6, 0.8), pretrain_epochs=60, finetune_epochs=20),
     },
-    runs=runs, analyze=analyze,
+    runs=runs, analyze=analyze, figures={"C2": "fig-architectures-accuracy", "C3": "fig-architectures-accuracy"},
     description="Prune a ResNet and a MobileNetV2 with gmp and random, fine-tune hot and cold, and compare "
                 "removal accuracy at equal effective sparsity.")

@@ -202,7 +202,7 @@ def matrix(table: pd.DataFrame, column: str, cfg: Config, schedule: str) -> pd.D
 def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
     if not cfg.confirm:
         return {"claim": "C1", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 0,
-                "condition": "exploration only: no confirmation point fixed",
+                "threshold": 1.0, "above": True, "condition": "exploration only: no confirmation point fixed",
                 "summary": "C1 is not yet tested here: the confirmation runs are not part of this configuration."}
     lr, wd, schedule = backbone.parse_point(cfg.confirm)
     d = dec[(dec.lr == lr) & (dec.weight_decay == wd) & (dec.schedule == schedule) & (dec.fraction == cfg.fraction)
@@ -247,6 +247,6 @@ EXPERIMENT = core.Experiment(
         "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60, finetune_epochs=20,
                                                 record_every=0),
     },
-    runs=runs, analyze=analyze,
+    runs=runs, analyze=analyze, figures={"C1": "fig-conditions-dose"},
     description="Map shedding over fine-tuning learning rate x weight decay x schedule against the unpruned "
                 "control, split it into cascade, temperature and relaxation, and confirm C1 on fresh seeds.")

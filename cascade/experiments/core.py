@@ -55,7 +55,8 @@ def verdict(claim: str, values: list[float], threshold: float, summary: str, abo
     holds = None if math.isnan(lo) else (True if beyond else False if short else None)
     word = {True: "holds", False: "does not hold", None: "is inconclusive"}[holds]
     return {"claim": claim, "holds": holds, "effect": _r(m), "ci95": [_r(lo), _r(hi)], "n_seeds": len(values),
-            "condition": condition, "summary": summary.format(mean=m, lo=lo, hi=hi, n=len(values), word=word)}
+            "threshold": threshold, "above": above, "condition": condition,
+            "summary": summary.format(mean=m, lo=lo, hi=hi, n=len(values), word=word)}
 
 
 def _r(x: float) -> float | None:
@@ -92,6 +93,8 @@ class Experiment:
     runs: Callable[[Any], list]
     analyze: Callable[[Any, list[tuple[Any, dict]]], tuple[dict[str, pd.DataFrame], list[dict]]]
     description: str = ""
+    # claim -> label of the figure in the notebook that decides it, so the claims table links to that figure
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def make_config(self, profile: str = "paper", **overrides) -> Any:
         """The profile's config with `overrides` applied; bad names or values raise ValueError."""

@@ -129,6 +129,6 @@ EXPERIMENT = core.Experiment(
         "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60,
                      finetune_epochs=20),
     },
-    runs=runs, analyze=analyze,
+    runs=runs, analyze=analyze, figures={"C1": "fig-phenomenon-shedding"},
     description="Prune a pre-trained ResNet one-shot (gmp, random) at small fractions and track shedding "
                 "during fine-tuning against an unpruned control.")

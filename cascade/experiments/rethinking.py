@@ -182,6 +182,6 @@ EXPERIMENT = core.Experiment(
         "paper": {},
         "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=160, finetune_epochs=40),
     },
-    runs=runs, analyze=analyze,
+    runs=runs, analyze=analyze, figures={"R1": "fig-rethinking-r1", "R2": "fig-rethinking-r2"},
     description="Fine-tuned vs Scratch-E/B on structured and unstructured targets (R1); winning ticket vs random "
                 "re-init at two learning rates (R2).")

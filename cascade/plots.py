@@ -15,6 +15,7 @@ STYLE = {
     "axes.spines.top": False, "axes.spines.right": False, "font.size": 10, "axes.titlesize": 10,
     "legend.fontsize": 9, "legend.frameon": False, "image.cmap": "viridis",
 }
+PROVENANCE_CHARS = 110  # characters of 7 pt text that fit in COLUMN
 VERDICT_COLORS = {"reproduces": "#2ca02c", "does not reproduce": "#d62728", "inconclusive": "#7f7f7f"}
 PALETTE = {"gmp": "#1f77b4", "random": "#d62728", "none": "#555555", "layerwise": "#2ca02c",
            "random-layerwise": "#ff7f0e", "l1-filter": "#9467bd", "nm": "#8c564b"}
@@ -32,9 +33,13 @@ def provenance_text(result) -> str:
     commits = sorted({m.get("commit", "?") for m in metas})
     hardware = sorted({m.get("hardware", "?") for m in metas})
     minutes = result.wall_time_s / 60
-    return (f"commit {','.join(commits)} · profile {result.profile} · {len(keys)} runs, keys {keys[0]}…"
-            f"{'' if len(keys) == 1 else f' (+{len(keys) - 1})'} · {'; '.join(hardware)} · compute {minutes:.1f} min"
-            f"\nregenerate: {command(result)}")
+    parts = [f"commit {','.join(commits)}", f"profile {result.profile}",
+             f"{len(keys)} runs, keys {keys[0]}…{'' if len(keys) == 1 else f' (+{len(keys) - 1})'}",
+             "; ".join(hardware), f"compute {minutes:.1f} min"]
+    lines = [parts[0]]
+    for part in parts[1:]:  # lines no wider than the figure, so the provenance never widens it
+        lines[-1:] = [f"{lines[-1]} · {part}"] if len(lines[-1]) + len(part) < PROVENANCE_CHARS else [lines[-1], part]
+    return "\n".join(lines + [f"regenerate: {command(result)}"])
 
 
 def provenance(fig, result) -> None:

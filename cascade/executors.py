@@ -57,7 +57,7 @@ def compute(runs: list, store: Store, workers: int = 1, client=None, done: Calla
     else:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_start) as pool:
-            schedule(runs, lambda r: pool.submit(R.ensure, r, store), done)
+            schedule(runs, lambda r: pool.submit(R.ensure, r, store), done, slots=workers)
 
 
 def _worker_start() -> None:
@@ -68,19 +68,29 @@ def _worker_start() -> None:
     guard_amx()
 
 
-def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any]) -> None:
+def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any], slots: int | None = None) -> None:
     """Submit each of `runs` once those of its dependencies that are among `runs` have finished; wait for all.
 
-    `runs` must list dependencies first. The first failure is raised once the runs already under way have
-    finished, and nothing is submitted after it.
+    `runs` must list dependencies first. With `slots` (the workers), at most that many are submitted at a time,
+    the ready run with the longest chain of cost still behind it first, so no worker idles at the end of a sweep
+    while another finishes a long run started late. The first failure is raised once the runs already under way
+    have finished, and nothing is submitted after it.
     """
     among = set(runs)
     waiting = {r: {d for d in r.deps() if d in among} for r in runs}
+    after: dict[Any, list] = {r: [] for r in runs}
+    for r, deps in waiting.items():
+        for d in deps:
+            after[d].append(r)
+    chain: dict[Any, float] = {}
+    for r in reversed(runs):  # dependencies first, so every run's dependents are ranked before it
+        chain[r] = r.cost() + max((chain[a] for a in after[r]), default=0.0)
     running: dict[Future, Any] = {}
     error = None
     while waiting or running:
         if error is None:
-            for r in [r for r, deps in waiting.items() if not deps]:
+            ready = sorted((r for r, deps in waiting.items() if not deps), key=lambda r: -chain[r])
+            for r in ready[:None if slots is None else max(slots - len(running), 0)]:
                 running[submit(r)] = r
                 del waiting[r]
         if not running:

@@ -9,6 +9,7 @@ import functools
 import os
 import platform
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -63,6 +64,8 @@ def git_commit() -> str:
 
 
 def meta(seconds: float, device: str) -> dict:
-    """The `meta` of a record: wall time, hardware, device, torch, commit, creation time (UTC)."""
+    """The `meta` of a record: wall time, hardware, device, torch, commit, creation time (UTC), and the peak
+    resident memory of the process so far (of the worker, in a sweep: what bounds how many fit on a machine)."""
     return {"wall_time_s": round(seconds, 2), "hardware": hardware(), "device": device, "torch": torch.__version__,
-            "commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

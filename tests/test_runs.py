@@ -106,3 +106,48 @@ def test_ported_kinds_declare_dependencies_labels_and_cost():
     # cost: epochs x full batches x batch size, by hand from the smoke config
     per_epoch = (cfg.train_size // cfg.batch_size) * cfg.batch_size
     assert ft.cost() == cfg.finetune_epochs * per_epoch and ft.pretrain.cost() == cfg.pretrain_epochs * per_epoch
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stand-in for a run: a name, a cost and dependencies."""
+    name: str
+    weight: float
+    after: tuple = ()
+
+    def deps(self):
+        return list(self.after)
+
+    def cost(self):
+        return self.weight
+
+
+def test_schedule_fills_free_slots_with_the_longest_remaining_chain_first():
+    """a (1) leads to c (10): its chain is 11, longer than b's 5, and once a is done c (10) goes before b (5).
+    Submission in list order would give a, b, c; with one slot the longest chain goes first."""
+    from concurrent.futures import Future
+
+    a, b = Job("a", 1.0), Job("b", 5.0)
+    c = Job("c", 10.0, after=(a,))
+    order = []
+
+    def submit(job):  # a job that is done as soon as it is submitted
+        order.append(job.name)
+        fut = Future()
+        fut.set_result(None)
+        return fut
+
+    executors.schedule([a, b, c], submit, lambda: None, slots=1)
+    assert order == ["a", "c", "b"]
+    order.clear()
+    executors.schedule([a, b, c], submit, lambda: None)  # no slot limit: everything ready at once, longest first
+    assert order == ["a", "b", "c"]
+
+
+def test_a_record_states_the_peak_memory_of_its_process():
+    import resource
+
+    from cascade import provenance
+
+    rss = provenance.meta(1.0, "cpu")["peak_rss_mb"]
+    assert rss == round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1) and rss > 50  # torch loaded

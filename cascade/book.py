@@ -218,10 +218,10 @@ def claims_page(profile: str, chapters: list[str], template: Path, forest: Path)
         fig.savefig(forest, bbox_inches="tight")
         plt.close(fig)
         figure = (f"```{{figure}} {forest.name}\n:name: fig-claims-forest\n:alt: forest plot of the claims' effects\n\n"
-                  f"Every tested claim's effect (dot) with its 95% confidence interval over seeds, each on its own scale "
-                  f"against its own threshold (dashed line). A claim reproduces when its whole interval lies on the "
-                  f"claim's side of the threshold (green), does not when it lies on the other side (red), and is "
-                  f"inconclusive when it straddles it (grey). Rows: claim and chapter.\n```")
+                  "Every tested claim's effect (dot) with its 95% confidence interval over seeds, each on its own "
+                  "scale against its own threshold (dashed line). A claim reproduces when its whole interval lies on "
+                  "the claim's side of the threshold (green), does not when it lies on the other side (red), and is "
+                  "inconclusive when it straddles it (grey). Rows: claim and chapter.\n```")
     else:
         figure = "No claim has a stored estimate for this profile yet."
     return Template(template.read_text()).substitute(
@@ -243,7 +243,8 @@ def write_data(profile: str, chapter: str, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     frame = report.records_frame(records) if records else None
     atomic_write_text(folder / f"{chapter}.csv", "" if frame is None else frame.to_csv(index=False))
-    keys = [{"key": rec["key"], "kind": r.kind, "record": f"{profile}/{r.kind}/{rec['key']}.json"} for r, rec in records]
+    keys = [{"key": rec["key"], "kind": r.kind, "record": f"{profile}/{r.kind}/{rec['key']}.json"}
+            for r, rec in records]
     atomic_write_text(folder / f"{chapter}.keys.json", json.dumps(
         {"store": "results/ in the repository (or $CASCADE_RESULTS)", "records": keys}, indent=1) + "\n")
 
@@ -253,10 +254,10 @@ def add_footer(chapter: Path, profile: str) -> None:
     nb = nbformat.read(chapter, as_version=4)
     name = chapter.stem
     text = (f"## Data and re-run\n\n"
-            f"- The records behind this chapter (profile `{profile}`): {{download}}`{name}.csv <../{DATA}/{name}.csv>`, "
-            f"one row per run with its labels, config and scalar results; {{download}}`{name}.keys.json "
-            f"<../{DATA}/{name}.keys.json>`, the key and store path of each JSON record, which also holds the per-epoch "
-            f"curves.\n- Regenerate this chapter and every figure in it: "
+            f"- The records behind this chapter (profile `{profile}`): "
+            f"{{download}}`{name}.csv <../{DATA}/{name}.csv>`, one row per run with its labels, config and scalar "
+            f"results; {{download}}`{name}.keys.json <../{DATA}/{name}.keys.json>`, the key and store path of each "
+            f"JSON record, which also holds the per-epoch curves.\n- Regenerate this chapter and every figure in it: "
             f"`python -m cascade book --only {name} --profile {profile}`; with other parameters: "
             f"`papermill notebooks/{name}.ipynb out.ipynb -p profile {profile} -p NAME VALUE`.\n")
     cells = [c for c in nb.cells if FOOTER not in c.metadata.get("tags", [])]

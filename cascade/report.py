@@ -174,7 +174,7 @@ def command(result) -> str:
     return f"papermill notebooks/{exp.notebook}.ipynb out.ipynb -p profile {result.profile}{params}"
 
 
-def records_frame(records) -> "pd.DataFrame":
+def records_frame(records):
     """One row per stored run: its key, kind and labels, then every scalar of its config, result and meta as a
     dotted column. Lists (per-epoch curves, tracker rows) stay in the JSON records."""
     import pandas as pd

@@ -22,14 +22,16 @@ the experiments take is not a benchmark: the appendix and `cascade status` read 
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
@@ -45,7 +47,12 @@ MODELS = {"resnet8": 16, "resnet20": 16, "mobilenetv2": 8}
 FRACTION = 0.1
 OUT_DIR = REPO / "results" / "bench"
 COMPILE_LIMIT_S = 120
-GOALS = {"speedup_vs_baseline": ">= 3", "mask_overhead": "<= 0.03", "tracker_overhead": "<= 0.01"}
+# sweep_over_step: a sweep's efficiency over its train step's roofline fraction (overheads <= 25%);
+# peak_rss_mb: of every sweep worker, so that many fit on a bigger machine.
+GOALS = {"mask_overhead": "<= 0.03", "tracker_overhead": "<= 0.01", "sweep_over_step": ">= 0.75",
+         "peak_rss_mb": "<= 2048"}
+SWEEP_WORKERS = 2  # what `make book` runs with on this project's 2-core machines
+DASK_CHAPTER, DASK_WORKERS = "architectures", (1, 2)  # the shortest chapter slice
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,29 @@ class Plan:
     levers: bool  # also measure what each lever gives, on the paper model (worker counts, memory format, threads)
     compile: bool
     procs_s: float  # measuring window of the processes-vs-threads test; 0 skips it
+    sweeps: tuple[str, ...] = ()  # chapters whose sweep slice is computed and timed
+    sweep_profile: str = "paper"
+    sweep_seeds: tuple[int, ...] = (0,)
+    dask: bool = False  # also time DASK_CHAPTER's slice on local Dask clusters of DASK_WORKERS workers
 
 
-FULL = Plan(batch_size=128, steps=1, repeats=5, gemm=2048, levers=True, compile=True, procs_s=15.0)
-QUICK = Plan(batch_size=16, steps=1, repeats=1, gemm=512, levers=False, compile=False, procs_s=0.0)
+def plan(quick: bool = False, sweeps: str | None = None) -> Plan:
+    """The full plan (every chapter's paper slice) or --quick (one smoke slice); `sweeps` ("a,b" or "none")
+    names the chapters instead. Checked before anything is measured."""
+    from .experiments import REGISTRY
+
+    base = (Plan(batch_size=16, steps=1, repeats=1, gemm=512, levers=False, compile=False, procs_s=0.0,
+                 sweeps=(DASK_CHAPTER,), sweep_profile="smoke") if quick else
+            Plan(batch_size=128, steps=1, repeats=5, gemm=2048, levers=True, compile=True, procs_s=15.0,
+                 sweeps=tuple(REGISTRY), dask=True))
+    if sweeps is None:
+        return base
+    names = () if sweeps == "none" else tuple(n.strip() for n in sweeps.split(","))
+    bad = [n for n in names if n not in REGISTRY]
+    if bad or not (names or sweeps == "none"):
+        raise ValueError(f"--sweeps {sweeps!r} is invalid; allowed: 'none' or comma-separated chapters from "
+                         f"{', '.join(REGISTRY)}")
+    return replace(base, sweeps=names, dask=base.dask and DASK_CHAPTER in names)
 
 
 _T0 = time.perf_counter()
@@ -305,9 +331,10 @@ def _child(spec_json: str) -> None:
     spec = json.loads(spec_json)
     torch.set_num_threads(spec["threads"])
     paper = paper_config()
-    train_set, _ = data.load("fashion-mnist", train_size=paper.train_size, test_size=16)
+    train_set, test_set = data.load("fashion-mnist", train_size=paper.train_size, test_size=1000)
     cfg = train_config(paper, spec["batch_size"], paper.precision)
-    make = lambda: Cascade(paper.model, paper.width, train_set, train_set.stats(), cfg)  # noqa: E731
+    name, width = spec.get("model", paper.model), spec.get("width", paper.width)
+    make = lambda: Cascade(name, width, train_set, train_set.stats(), cfg)  # noqa: E731
     if spec["kind"] == "threads":
         run = make()
         run(1)
@@ -316,27 +343,78 @@ def _child(spec_json: str) -> None:
             n += run(1)
         print(json.dumps({"images_per_s": n / (time.perf_counter() - start)}))
         return
+    print(json.dumps(compiled_step(make, test_set, spec)))
+
+
+def compiled_step(make: Callable[[], Cascade], test_set: data.Split, spec: dict) -> dict:
+    """In a child: what torch.compile costs and gives one model in a sweep worker. Compile time of the training
+    graph, of the evaluation graph, and of a second model instance (a sweep builds one per run); the step
+    speed-up, interleaved with eager; and the largest relative gradient error against eager on one batch."""
+    from .train import evaluate
+
     eager, compiled = make(), make()
     eager_step = seconds(lambda: eager(1), 1)
-    compiled.model.compile()
-    start = time.perf_counter()
-    compiled(1)
-    compile_s = time.perf_counter() - start - eager_step
+    eval_s = seconds(lambda: evaluate(eager.model, test_set, eager.stats, torch.device("cpu")), 1)
+
+    def first_call(run: Cascade) -> tuple[float, float]:
+        run.model.compile()
+        start = time.perf_counter()
+        run(1)
+        train_s = time.perf_counter() - start - eager_step
+        start = time.perf_counter()
+        evaluate(run.model, test_set, run.stats, torch.device("cpu"))
+        return train_s, time.perf_counter() - start - eval_s
+
+    compile_s, eval_compile_s = first_call(compiled)
+    # float32 passes may take different sub-gradients at a ReLU (see `cascade.doctor`), so the check compares
+    # the compiled graph with eager in float64, where they cannot; the float32 difference is reported as found.
+    reference = copy.deepcopy(eager.model).double()
+    out = {"compile_s": compile_s, "eval_compile_s": eval_compile_s,
+           "grad_error_fp32": grad_error(eager.model, compiled.model, spec["batch_size"]),
+           "grad_error": grad_error(reference, _compiled(copy.deepcopy(reference)), spec["batch_size"])}
     if compile_s > COMPILE_LIMIT_S:
-        print(json.dumps({"compile_s": compile_s, "error": f"compile took {compile_s:.0f} s > {COMPILE_LIMIT_S} s"}))
-        return
+        return {**out, "error": f"compile took {compile_s:.0f} s > {COMPILE_LIMIT_S} s"}
+    out["new_instance_s"] = sum(first_call(make()))
     rates = interleave({"eager": lambda: eager(spec["steps"]), "compiled": lambda: compiled(spec["steps"])},
                        spec["repeats"])
-    print(json.dumps({"compile_s": compile_s, "speedup": paired(rates, "compiled", "eager"),
-                      "images_per_s": {k: statistics.median(v) for k, v in rates.items()}}))
+    return {**out, "speedup": paired(rates, "compiled", "eager"),
+            "images_per_s": {k: statistics.median(v) for k, v in rates.items()}}
+
+
+def grad_error(eager: torch.nn.Module, compiled: torch.nn.Module, batch_size: int) -> float:
+    """Largest relative error (norm of the difference over the norm) of a gradient of `compiled` against
+    `eager`, given `eager`'s weights and the same batch in training mode, both in their own dtype."""
+    compiled.load_state_dict(eager.state_dict())
+    p0 = next(eager.parameters())
+    x = torch.randn(batch_size, 1, 28, 28, dtype=p0.dtype).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,))
+    grads = []
+    for net in (eager, compiled):
+        net.train().zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    return max(float((g - e).norm() / e.norm().clamp_min(1e-30)) for e, g in zip(*grads))
+
+
+def _compiled(model: torch.nn.Module) -> torch.nn.Module:
+    model.compile()  # in place: the state-dict keys stay those of the eager model
+    return model
 
 
 def compile_test(plan: Plan, paper) -> dict:
-    """torch.compile (inductor) of the paper model's training step: compile time and step speed-up."""
-    spec = {"kind": "compile", "threads": torch.get_num_threads(), "batch_size": plan.batch_size,
-            "steps": plan.steps, "repeats": plan.repeats}
-    cold = _launch(spec, TORCHINDUCTOR_FORCE_DISABLE_CACHES="1")  # a cached compile would time only a cache read
-    return {"model": paper.model, **_collect(cold, COMPILE_LIMIT_S + 90)}
+    """torch.compile (inductor) of each model's training step, in child processes sharing one on-disk cache:
+    the first compiles cold, the second finds inductor's cache warm (as every worker after the first would)."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="cascade-inductor-") as cache:
+        for name, width in MODELS.items():
+            _log(f"torch.compile {name} (child processes, cold then warm cache)")
+            spec = {"kind": "compile", "threads": 1, "batch_size": plan.batch_size, "steps": plan.steps,
+                    "repeats": plan.repeats, "model": name, "width": width}
+            cold = _collect(_launch(spec, TORCHINDUCTOR_CACHE_DIR=cache), 2 * COMPILE_LIMIT_S + 120)
+            warm = _collect(_launch(spec, TORCHINDUCTOR_CACHE_DIR=cache), 2 * COMPILE_LIMIT_S + 120) \
+                if "error" not in cold else {}
+            out[name] = {"width": width, "cold": cold, "warm": warm}
+    return out
 
 
 def threads_test(plan: Plan, paper) -> dict:
@@ -386,6 +464,44 @@ def summarize(tp: dict, peak: dict, paper, plan: Plan) -> dict:
             "roofline_fraction": roof, "speedup_ceiling_fp32": ceiling}
 
 
+def compile_summary(raw: dict, batch_size: int) -> dict:
+    """Per model: the warm-cache step speed-up, and the steps after which compiling (warm cache: training and
+    evaluation graphs) has paid for itself; inf where compiled steps are not faster."""
+    speedup, breakeven = {}, {}
+    for name, c in raw.items():
+        warm = c["warm"]
+        if "speedup" not in warm:
+            continue
+        speedup[name] = warm["speedup"]
+        ips = warm["images_per_s"]
+        saved = batch_size / ips["eager"] - batch_size / ips["compiled"]
+        breakeven[name] = (warm["compile_s"] + warm["eval_compile_s"]) / saved if saved > 0 else math.inf
+    return {"compile_speedup": speedup, "compile_breakeven_steps": breakeven}
+
+
+def sweeps(plan: Plan) -> dict:
+    """Each chapter's sweep slice, set against the per-core GEMM peak (the mean of one measured before the
+    sweeps and one after), and the Dask scaling."""
+    from . import bench_sweeps as S
+
+    before = one_thread(lambda: gemm_peak(plan.gemm, plan.repeats))()
+    timelines = {}
+    for name in plan.sweeps:
+        _log(f"sweep {name} [{plan.sweep_profile}, seeds {plan.sweep_seeds}] on {SWEEP_WORKERS} workers")
+        timelines[name] = S.sweep(name, plan.sweep_profile, plan.sweep_seeds, SWEEP_WORKERS, _log)
+    dask = None
+    if plan.dask:
+        _log(f"Dask: {DASK_CHAPTER} on {' and '.join(map(str, DASK_WORKERS))} local workers")
+        dask = S.dask_scaling(DASK_CHAPTER, plan.sweep_profile, plan.sweep_seeds, DASK_WORKERS, _log)
+    after = one_thread(lambda: gemm_peak(plan.gemm, plan.repeats))()
+    peak = {p: (before[p] + after[p]) / 2 for p in before}
+    if dask:
+        for n, w in dask["workers"].items():
+            w["efficiency"] = S.at_peak_s(w["model_flops"], peak) / (w["wall_s"] * int(n))
+    return {"sweeps": {k: S.summary(t, peak) for k, t in timelines.items()}, "dask_scaling": dask,
+            "core_gemm_flops_per_s": {"before": before, "after": after, "used": peak}}
+
+
 def run(plan: Plan) -> dict:
     start = time.perf_counter()
     paper = paper_config()
@@ -397,20 +513,26 @@ def run(plan: Plan) -> dict:
     report.update(summarize(tp, peak, paper, plan))
     raw = {"throughput": tp, "gemm_flops_per_s": peak}
     if plan.compile:
-        _log("torch.compile (child process)")
         raw["compile"] = compile_test(plan, paper)
+        report.update(compile_summary(raw["compile"], plan.batch_size))
     if plan.procs_s:
         _log("2 processes x 1 thread vs 1 process x 2 threads")
         raw["threads"] = threads_test(plan, paper)
+    if plan.sweeps:
+        timed = sweeps(plan)
+        raw["core_gemm_flops_per_s"] = timed["core_gemm_flops_per_s"]
+        report["sweeps"], report["dask_scaling"] = timed["sweeps"], timed["dask_scaling"]
+        report["sweep_efficiency"] = {k: v["efficiency"] for k, v in timed["sweeps"].items()}
+        report["peak_rss_mb"] = {k: v["peak_rss_mb"] for k, v in timed["sweeps"].items()}
     report["raw"] = raw
     report["machine"]["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
     report["wall_time_s"] = time.perf_counter() - start
     return report
 
 
-def main(quick: bool = False, as_json: bool = False) -> int:
+def main(quick: bool = False, as_json: bool = False, sweeps: str | None = None) -> int:
     """Measure, print (a table, or one JSON object), and for the full run write results/bench/."""
-    report = run(QUICK if quick else FULL)
+    report = run(plan(quick, sweeps))
     if not quick:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         atomic_write_text(OUT_DIR / "bench.json", json.dumps(report, indent=1) + "\n")

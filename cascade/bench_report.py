@@ -11,12 +11,6 @@ from pathlib import Path
 from .report import markdown_table
 
 
-def compile_text(c: dict) -> str:
-    if "speedup" not in c:
-        return f"torch.compile ({c['model']}): {c.get('error', 'failed')}"
-    return f"torch.compile ({c['model']}): compiles in {c['compile_s']:.0f} s, step speed-up {c['speedup']:.2f}x"
-
-
 def threads_text(t: dict) -> str:
     if "error" in t:
         return f"independent runs ({t['model']}): {t['error']}"
@@ -27,6 +21,70 @@ def threads_text(t: dict) -> str:
 
 def goal(report: dict, key: str) -> float:
     return float(report["goals"][key].split()[-1])
+
+
+LOSS_NAMES = {"eval_tracker": "eval + tracker", "data": "data", "setup_checkpoints": "set-up + checkpoints",
+              "start_imports": "start + imports", "dependencies": "dependencies", "end_idle": "end idle"}
+
+
+def sweeps_text(report: dict) -> str:
+    """The sweep tables (efficiency against the step's roofline, then the losses) and the Dask scaling."""
+    sw = report.get("sweeps")
+    if not sw:
+        return ""
+    core = report["raw"]["core_gemm_flops_per_s"]["used"]
+    first = next(iter(sw.values()))
+    ratio, rss = goal(report, "sweep_over_step"), goal(report, "peak_rss_mb")
+    text = (f"**Sweep efficiency.** Each chapter's `{first['profile']}` runs for seed(s) "
+            f"{', '.join(map(str, first['seeds']))}, with what they depend on, computed by the book's executor "
+            f"({first['workers']} worker processes) into a temporary store. Efficiency is the model FLOPs trained "
+            "(6 x MACs per image) and evaluated (2 x MACs) over wall time x workers x the per-core GEMM peak "
+            f"({core['fp32'] / 1e9:.0f} GFLOP/s fp32, measured in the same run). Its reference is the train "
+            f"step's roofline fraction in the same sweep; goal: at least {ratio:.0%} of it, and at most "
+            f"{rss:.0f} MB per worker.\n\n")
+    rows = [(name, f"{s['runs']}", f"{s['wall_s'] / 60:.1f}", f"{s['model_tflop']:.1f}", f"{s['efficiency']:.1%}",
+             f"{s['step_roofline']:.1%}", f"{s['over_step']:.0%}" + ("" if s["over_step"] >= ratio else " (below)"),
+             " / ".join(f"{m:.0f}" for m in s["peak_rss_mb"]))
+            for name, s in sw.items()]
+    text += markdown_table(["chapter", "runs", "wall (min)", "model TFLOP", "efficiency", "step roofline",
+                            "sweep / step", "peak RSS per worker (MB)"], rows) + "\n\n"
+    text += ("Where the rest of the time went, as shares of wall time x workers (they add up to 1 - sweep / step; "
+             "eval + tracker counts only the time beyond what their FLOPs would take at the step's rate):\n\n")
+    text += markdown_table(["chapter", *LOSS_NAMES.values()],
+                           [(name, *(f"{s['losses'][k]:.1%}" for k in LOSS_NAMES)) for name, s in sw.items()])
+    text += "\n\n"
+    d = report.get("dask_scaling")
+    if d:
+        parts = [f"{n} worker{'s' if n != '1' else ''} {w['wall_s']:.0f} s (efficiency {w['efficiency']:.1%}, "
+                 f"cluster start {w['cluster_start_s']:.0f} s)" for n, w in d["workers"].items()]
+        last = list(d["workers"])[-1]
+        text += (f"**Dask scaling** ({d['chapter']}, the same slice of {d['runs']} runs on a local cluster): "
+                 + "; ".join(parts) + f"; speed-up {d['speedup'][last]:.2f}x on {last} workers.\n\n")
+    return text
+
+
+def compile_table(report: dict) -> str:
+    """torch.compile per model: compile times, speed-up, break-even, and the gradient check."""
+    raw = report["raw"].get("compile")
+    if not raw or "compile_speedup" not in report:
+        return ""
+    rows = []
+    for name, c in raw.items():
+        cold, warm = c["cold"], c["warm"]
+        if "speedup" not in warm:
+            rows.append((f"{name} (width {c['width']})", (warm or cold).get("error", "failed"), *[""] * 6))
+            continue
+        rows.append((f"{name} (width {c['width']})", f"{cold['compile_s']:.0f}",
+                     f"{warm['compile_s'] + warm['eval_compile_s']:.1f}", f"{warm['new_instance_s']:.1f}",
+                     f"{report['compile_speedup'][name]:.2f}x", f"{report['compile_breakeven_steps'][name]:.0f}",
+                     f"{warm['grad_error']:.0e}", f"{warm['grad_error_fp32']:.0e}"))
+    return ("**torch.compile** (inductor), per model in a child process with 1 thread: the first compiles with an "
+            "empty on-disk cache, the second with the cache the first left. The gradient check compares the "
+            "compiled graph with eager in float64; in float32 a compiled pass may take another sub-gradient at a "
+            "ReLU, which the last column shows as found.\n\n"
+            + markdown_table(["model", "cold compile (s)", "warm compile, train + eval (s)", "new instance (s)",
+                              "step speed-up", "break-even steps", "grad error fp64", "fp32 difference"], rows)
+            + "\n\n")
 
 
 def markdown(report: dict) -> str:
@@ -68,9 +126,28 @@ def markdown(report: dict) -> str:
             levers.append(f"with 1 intra-op thread in both loops ({name}): baseline {med['baseline_1thread']:.0f} "
                           f"img/s, cascade {p} {med[f'cascade_{p}_1thread']:.0f} img/s, speed-up "
                           f"{t['speedup_vs_baseline_1thread']:.2f}x")
-    levers += [text_of(report["raw"][key]) for key, text_of in (("compile", compile_text), ("threads", threads_text))
-               if key in report["raw"]]
-    return text + "".join(f"- {line}\n" for line in levers)
+    levers += [threads_text(report["raw"]["threads"])] if "threads" in report["raw"] else []
+    text += "".join(f"- {line}\n" for line in levers)
+    return text + "\n" + compile_table(report) + sweeps_text(report)
+
+
+def sweep_panel(ax, report: dict) -> None:
+    """One bar per chapter: the share of wall time x workers doing step-rate work, then each loss."""
+    import matplotlib.pyplot as plt
+
+    sw = report["sweeps"]
+    names = list(sw)[::-1]
+    left = [sw[n]["over_step"] for n in names]
+    ax.barh(names, left, color="#1f77b4", label="train step (and eval at its rate)")
+    colors = plt.get_cmap("tab10").colors[1:]
+    for (key, label), color in zip(LOSS_NAMES.items(), colors):
+        widths = [max(sw[n]["losses"][key], 0.0) for n in names]
+        ax.barh(names, widths, left=left, color=color, label=label)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.axvline(goal(report, "sweep_over_step"), color="black", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of wall time x workers (dashed: the goal for the step's share)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=4, fontsize=7, frameon=False)
 
 
 def plot(report: dict, path: Path) -> None:
@@ -83,7 +160,11 @@ def plot(report: dict, path: Path) -> None:
     models_ = list(report["speedup_vs_baseline"])
     tp = report["raw"]["throughput"]["models"]
     p = report["precision"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    sw = report.get("sweeps") or {}
+    fig = plt.figure(figsize=(10, 3.8 + 0.4 * (len(sw) + 2) * bool(sw)))
+    grid = fig.add_gridspec(2 if sw else 1, 2, width_ratios=[3, 2],
+                            height_ratios=[3.8, 0.4 * (len(sw) + 2)] if sw else None)
+    ax1, ax2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     series = [("baseline", "baseline (DataLoader, fp32)", "#999999"), ("cascade_fp32", "cascade fp32", "#1f77b4"),
               ("cascade_bf16", "cascade bf16", "#9ecae1")]
     default = [key for key, _, _ in series].index(f"cascade_{p}")  # the speed-up is written above its bar
@@ -110,6 +191,8 @@ def plot(report: dict, path: Path) -> None:
     ax2.set_ylabel("overhead, % of step / epoch time")
     ax2.set_title("overheads")
     ax2.legend()
+    if sw:
+        sweep_panel(fig.add_subplot(grid[1, :]), report)
     m = report["machine"]
     fig.suptitle(f"{m['hardware']}; torch {m['torch']}, {m['threads']} threads; load {m['loadavg_1min_at_start']}",
                  fontsize=9)

@@ -80,7 +80,7 @@ def cmd_book(args) -> int:
 def cmd_bench(args) -> int:
     from . import bench
 
-    return bench.main(quick=args.quick, as_json=args.json)
+    return bench.main(quick=args.quick, as_json=args.json, sweeps=args.sweeps)
 
 
 def cmd_claims(args) -> int:
@@ -162,6 +162,10 @@ def parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="training throughput and overheads against a conventional baseline")
     be.add_argument("--quick", action="store_true", help="a few steps only (estimates, for smoke tests)")
     be.add_argument("--json", action="store_true", help="print one JSON object")
+    be.add_argument("--sweeps", metavar="CHAPTERS",
+                    help="chapters whose sweep slice (seed 0) is computed and timed, comma-separated, or 'none' "
+                         "(default: every chapter's paper slice, about an hour on 2 cores; --quick: one smoke "
+                         "slice)")
     be.set_defaults(func=cmd_bench)
     c = sub.add_parser("claims", help="the claims table from stored records only (never computes)")
     c.add_argument("--profile", default="paper", help="smoke, paper (default) or full")

@@ -55,9 +55,14 @@ def compute(runs: list, store: Store, workers: int = 1, client=None, done: Calla
             R.ensure(run, store, quiet=True)
             done()
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_start) as pool:
+        with local_pool(workers) as pool:
             schedule(runs, lambda r: pool.submit(R.ensure, r, store), done, slots=workers)
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` fresh processes (spawned: no state forked from the caller) that live for the whole sweep, so
+    each pays for its start and imports once."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start)
 
 
 def _worker_start() -> None:

@@ -199,6 +199,8 @@ class Tracker(Callback):
     pruning, for the GMP-overlap measure (defaults to the weights at the start).
     """
 
+    phase = "tracker"
+
     def __init__(self, cfg: TrackerConfig, mask0, tau0: float, test_set=None, reference=None):
         self.cfg, self.mask0, self.tau0, self.test_set = cfg, mask0, float(tau0), test_set
         self.every_steps = cfg.every_steps

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import pruning
+from . import models, pruning
 from ._cpu import guard_amx
+from .timing import FLOPS, phase, timed
 from .data import Loader, Split
 
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -129,9 +130,11 @@ class State:
 
 
 class Callback:
-    """Hooks of the loop. `every_steps > 0` also calls on_step every that many steps."""
+    """Hooks of the loop. `every_steps > 0` also calls on_step every that many steps. Their time counts as
+    `phase` in the run's record."""
 
     every_steps = 0
+    phase = "callbacks"
 
     def on_start(self, state: State) -> None: ...
 
@@ -158,11 +161,24 @@ def evaluate(model, split: Split, stats, device, precision: str = "fp32", batch_
             loss += F.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
     model.train(was_training)
+    FLOPS[flops_key("eval", precision)] += 2 * macs(model, split) * len(split)
     return loss.item() / len(split), correct.item() / len(split)
+
+
+def macs(model: torch.nn.Module, split: Split) -> int:
+    """MACs of one forward pass of one of `split`'s images, pruned weights included (they are computed)."""
+    return models.count(model, input_size=split.x.shape[-1])["macs"]
+
+
+def flops_key(work: str, precision: str) -> str:
+    """The `cascade.timing.FLOPS` entry of `work` ("train", "eval") in `precision`: "train", "eval_bf16", ..."""
+    return work if precision == "fp32" else f"{work}_{precision}"
 
 
 class Evaluate(Callback):
     """Test loss and accuracy at every epoch end (and before the first epoch, as epoch 0)."""
+
+    phase = "eval"
 
     def __init__(self, test_set: Split):
         self.test_set = test_set
@@ -179,6 +195,8 @@ class Checkpoint(Callback):
 
     `restore` is used by train() to resume; `keep` serves weight rewinding.
     """
+
+    phase = "checkpoint"
 
     def __init__(self, directory: str | os.PathLike, keep: tuple[int, ...] = ()):
         self.dir, self.keep = Path(directory), tuple(keep)
@@ -257,47 +275,55 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
         state.set_mask(mask)
     if not (ckpt and ckpt.restore(state, callbacks)):
         for cb in callbacks:
-            cb.on_start(state)
+            with phase(cb.phase):
+                cb.on_start(state)
         state.history.append({"epoch": state.epoch, **state.metrics})
         if ckpt is not None and (state.epoch in ckpt.keep or state.epoch >= cfg.epochs):
-            ckpt.save(state, callbacks)  # rewinding to the starting weights, or a run with nothing to train
+            with phase(ckpt.phase):
+                ckpt.save(state, callbacks)  # rewinding to the starting weights, or a run with nothing to train
     stepped = [cb for cb in callbacks if cb.every_steps]
+    key, flops_per_image = flops_key("train", cfg.precision), 6 * macs(model, train_set)  # forward 2, backward 4
     bar = tqdm(total=(cfg.epochs - cfg.start_epoch) * len(loader), initial=state.step - cfg.start_epoch * len(loader),
                desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
     while state.epoch < cfg.epochs:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        for x, y in loader.epoch(state.epoch):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(cfg, state.step, len(loader))
-            with autocast(device, cfg.precision):
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if state.mask is not None:
-                state.mask.zero_grads(model)
-            optimizer.step()
-            if state.mask is not None:
-                state.mask.apply_(model)
-            loss_sum += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
+        for x, y in timed(loader.epoch(state.epoch), "data"):
+            with phase("step"):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, state.step, len(loader))
+                with autocast(device, cfg.precision):
+                    out = model(x)
+                    loss = F.cross_entropy(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if state.mask is not None:
+                    state.mask.zero_grads(model)
+                optimizer.step()
+                if state.mask is not None:
+                    state.mask.apply_(model)
+                loss_sum += loss.detach() * len(y)
+                correct += (out.argmax(1) == y).sum()
+            FLOPS[key] += flops_per_image * len(y)
             state.step += 1
             for cb in stepped:
                 if state.step % cb.every_steps == 0:
-                    cb.on_step(state)
+                    with phase(cb.phase):
+                        cb.on_step(state)
             bar.update()
         state.epoch += 1
         n = len(loader) * cfg.batch_size
         state.metrics = {"lr": lr_at(cfg, state.step - 1, len(loader)), "train_loss": loss_sum.item() / n,
                          "train_acc": correct.item() / n}
         for cb in callbacks:
-            cb.on_epoch_end(state)
+            with phase(cb.phase):
+                cb.on_epoch_end(state)
         state.history.append({"epoch": state.epoch, **state.metrics})
         bar.set_postfix(epoch=state.epoch, loss=f"{state.metrics['train_loss']:.3f}",
                         acc=f"{state.metrics.get('test_acc', state.metrics['train_acc']):.3f}")
         if ckpt is not None:
-            ckpt.save(state, callbacks)
+            with phase(ckpt.phase):
+                ckpt.save(state, callbacks)
     bar.close()
     return state
 
@@ -309,6 +335,7 @@ class PruneSchedule(Callback):
     """
 
     every_steps = 1
+    phase = "prune"
 
     def __init__(self, criterion: str, events: list[tuple[int, float]], seed: int = 0, **opts):
         pruning.check_criterion(criterion, opts)

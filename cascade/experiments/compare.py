@@ -10,7 +10,6 @@ the two ends. Output similarity: the share of test images both classify alike, a
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ import torch
 
 from ..data import Loader
 from ..store import Store
+from ..timing import Stopwatch
 from ..train import default_device, evaluate
 from .runs import Run, record_meta, register, splits
 
@@ -95,7 +95,7 @@ class CompareRun(Run):
         record = store.get(self.kind, self, self.version)
         if record is not None:
             return record
-        start = time.perf_counter()
+        clock = Stopwatch()
         a, b = self.a.network(store), self.b.network(store)
         shapes = {k: v.shape for k, v in a.state_dict().items()}
         if shapes != {k: v.shape for k, v in b.state_dict().items()}:
@@ -124,4 +124,4 @@ class CompareRun(Run):
                   "barrier_test_err": barrier(alphas, curves["test_err"]),
                   "agreement": float((logits[0].argmax(1) == logits[1].argmax(1)).float().mean()),
                   "cka": linear_cka(logits[0], logits[1])}
-        return store.put(self.kind, self, self.version, result, record_meta(time.perf_counter() - start))
+        return store.put(self.kind, self, self.version, result, record_meta(clock))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -27,6 +26,7 @@ import torch
 
 from .. import models, pruning
 from ..store import Store
+from ..timing import Stopwatch
 from ..train import Checkpoint, Evaluate, TrainConfig, load_weights, train
 from .runs import (PretrainRun, PruneConfig, Run, checkpointed, initial, pretrained, record_meta, register, splits,
                    store_key, train_images)
@@ -156,7 +156,7 @@ def retrained(run: RetrainRun, store: Store, quiet: bool = True) -> dict:
     trained, _ = pretrained(run.pretrain, store, quiet)
     train_set, test_set = splits(run.data)
     macs_dense = models.count(trained)["macs"]
-    start = time.perf_counter()
+    clock = Stopwatch()
     mask, gone, rounds = pruning.Mask.dense(trained), 0.0, []
     for i in range(1, run.rounds + 1):
         target = 1 - (1 - run.prune.fraction) ** (i / run.rounds)
@@ -175,4 +175,4 @@ def retrained(run: RetrainRun, store: Store, quiet: bool = True) -> dict:
     result = {**rounds[-1], "macs_dense": macs_dense, "rounds": rounds}
     if run.structured:
         result["mid_channels"] = [m.out_channels for n, m in trained.named_modules() if n.endswith(".conv1")]
-    return record or store.put(run.kind, run, run.version, result, record_meta(time.perf_counter() - start))
+    return record or store.put(run.kind, run, run.version, result, record_meta(clock))

@@ -14,7 +14,6 @@ run's last checkpoint if a previous attempt was interrupted.
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -23,6 +22,7 @@ import torch
 from .. import data, models, provenance, pruning
 from ..shedding import Tracker, TrackerConfig
 from ..store import Store, config_hash
+from ..timing import Stopwatch, phase
 from ..train import Checkpoint, Evaluate, TrainConfig, default_device, load_weights, train
 
 
@@ -190,11 +190,14 @@ class FinetuneRun(Run):
 
 @functools.lru_cache(maxsize=4)
 def splits(cfg: DataConfig) -> tuple[data.Split, data.Split]:
-    return data.load(cfg.dataset, cfg.train_size, cfg.test_size, seed=cfg.subset_seed)
+    with phase("data"):
+        return data.load(cfg.dataset, cfg.train_size, cfg.test_size, seed=cfg.subset_seed)
 
 
-def record_meta(seconds: float) -> dict:
-    return provenance.meta(seconds, str(default_device()))
+def record_meta(clock: Stopwatch) -> dict:
+    """Provenance, plus where the run's time went and the model FLOPs it trained and evaluated."""
+    return {**provenance.meta(clock.elapsed(), str(default_device())), "phases_s": clock.phases(),
+            "model_flops": clock.model_flops()}
 
 
 def initial(run: PretrainRun) -> torch.nn.Module:
@@ -225,14 +228,14 @@ def pretrained(run: PretrainRun, store: Store, quiet: bool = True) -> tuple[torc
     if record is not None and all(p.exists() for p in finished):
         load_weights(finished[0], net)
         return net, record
-    start = time.perf_counter()
+    clock = Stopwatch()
     state = train(net, train_set, run.train, callbacks=[Evaluate(test_set), Checkpoint(ckdir, run.keep_epochs)],
                   quiet=quiet,
                   desc=f"pretrain {run.model} s{run.train.seed}")
     result = {"epochs": run.train.epochs, "history": state.history, "final": state.history[-1],
               "counts": models.count(net)}
     if record is None:
-        record = store.put(run.kind, run, run.version, result, record_meta(time.perf_counter() - start))
+        record = store.put(run.kind, run, run.version, result, record_meta(clock))
     return net, record
 
 
@@ -247,7 +250,7 @@ def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
     if record is not None and (store.checkpoint_dir(run.kind, store_key(run)) / "last.pt").exists():
         return record
     net, _ = pretrained(run.pretrain, store, quiet)
-    start = time.perf_counter()
+    clock = Stopwatch()
     train_set, test_set = splits(run.pretrain.data)
     p = run.prune
     tau0 = pruning.gmp_threshold(net, None, p.fraction)
@@ -262,7 +265,7 @@ def finetuned(run: FinetuneRun, store: Store, quiet: bool = True) -> dict:
               "final": state.history[-1], "tracker": [[*r[:4], _round(r[4])] for r in tracker.rows]}
     if run.tracker.summaries:
         result["summaries"] = tracker.summaries
-    return record or store.put(run.kind, run, run.version, result, record_meta(time.perf_counter() - start))
+    return record or store.put(run.kind, run, run.version, result, record_meta(clock))
 
 
 def _round(x: float) -> float:

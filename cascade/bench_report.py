@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .doctor import TOLERANCE
 from .report import markdown_table
 
 
@@ -77,7 +78,8 @@ def compile_table(report: dict) -> str:
         rows.append((f"{name} (width {c['width']})", f"{cold['compile_s']:.0f}",
                      f"{warm['compile_s'] + warm['eval_compile_s']:.1f}", f"{warm['new_instance_s']:.1f}",
                      f"{report['compile_speedup'][name]:.2f}x", f"{report['compile_breakeven_steps'][name]:.0f}",
-                     f"{warm['grad_error']:.0e}", f"{warm['grad_error_fp32']:.0e}"))
+                     f"{warm['grad_error']:.0e}" + (" (fails)" if warm["grad_error"] > TOLERANCE else ""),
+                     f"{warm['grad_error_fp32']:.0e}"))
     return ("**torch.compile** (inductor), per model in a child process with 1 thread: the first compiles with an "
             "empty on-disk cache, the second with the cache the first left. The gradient check compares the "
             "compiled graph with eager in float64; in float32 a compiled pass may take another sub-gradient at a "
@@ -114,6 +116,11 @@ def markdown(report: dict) -> str:
              f"peak ({peak['fp32'] / 1e9:.0f} GFLOP/s; bf16 {peak['bf16'] / 1e9:.0f}), an upper bound that no fp32 "
              "loop reaches (convolutions, BatchNorm and activations run below the GEMM peak: see *roofline*). "
              "Beyond it only lower precision helps (the bf16 column).")
+    if max(report["roofline_fraction"].values()) > 1:
+        text += (" A roofline fraction above 100% means this run's GEMM reference (torch.mm alone) was below what "
+                 "the convolutions reached: on AMD CPUs MKL's sgemm runs far below oneDNN. Runs since take the "
+                 "faster of torch.mm and a oneDNN 1x1 convolution. The sweep / step ratios below do not depend on "
+                 "the reference.")
     if m.get("onednn_max_isa", "default") != "default":
         text += (f" Here oneDNN was capped at {m['onednn_max_isa']} because its AMX kernels fault on this machine "
                  "(a VM that hides the AMX tile palette, CPUID leaf 0x1D: `cascade/_cpu.py`), so bf16 runs "
@@ -128,7 +135,11 @@ def markdown(report: dict) -> str:
                           f"{t['speedup_vs_baseline_1thread']:.2f}x")
     levers += [threads_text(report["raw"]["threads"])] if "threads" in report["raw"] else []
     text += "".join(f"- {line}\n" for line in levers)
-    return text + "\n" + compile_table(report) + sweeps_text(report)
+    text += "\n" + compile_table(report) + sweeps_text(report)
+    if m["hardware"].endswith("cores)"):  # `provenance.hardware` names a CPU so, a GPU by its own name
+        text += ("**GPU:** not measured. This benchmark ran on a CPU-only machine, and training several small models "
+                 "of a sweep at once on one GPU (stacked with `torch.func`) is not implemented yet.\n")
+    return text
 
 
 def sweep_panel(ax, report: dict) -> None:

@@ -149,6 +149,7 @@ def test_book_section(tmp_path):
     assert "(50 GFLOP/s fp32, measured in the same run)" in text and "at least 75% of it" in text
     assert "1 worker 100 s (efficiency 30.0%, cluster start 2 s); 2 workers 55 s" in text
     assert "speed-up 1.82x on 2 workers" in text
+    assert "**GPU:** not measured. This benchmark ran on a CPU-only machine" in text
     assert "- independent runs (m): 2 processes x 1 thread 700 img/s vs 1 process x 2 threads 560 img/s (1.25x)\n" \
         in text
     assert "num_workers=2" in text and "](data:image/png;base64,iVBORw==)" in text

@@ -19,7 +19,6 @@ Dask scaling times the same slice on a local cluster of 1 and 2 workers.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from . import executors
 from .experiments import get as experiment
 from .experiments import runs as R
+from .provenance import peak_rss_mb
 from .store import Store
 from .timing import Stopwatch
 
@@ -55,7 +55,7 @@ def _measured(run, store: Store) -> dict:
     clock = Stopwatch()
     R.ensure(run, store)
     return {"seconds": clock.elapsed(), "phases_s": clock.phases(), "model_flops": clock.model_flops(),
-            "pid": os.getpid(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
 
 
 def at_peak_s(flops: dict[str, float], peak: dict[str, float]) -> float:

@@ -63,9 +63,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB: VmHWM where Linux has it, since getrusage's ru_maxrss
+    survives exec and so, in a spawned worker, starts at the size of the process that spawned it."""
+    status = Path("/proc/self/status")
+    found = re.search(r"^VmHWM:\s*(\d+) kB", status.read_text(), re.M) if status.exists() else None
+    return round(int(found.group(1)) / 1024 if found else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def meta(seconds: float, device: str) -> dict:
     """The `meta` of a record: wall time, hardware, device, torch, commit, creation time (UTC), and the peak
     resident memory of the process so far (of the worker, in a sweep: what bounds how many fit on a machine)."""
     return {"wall_time_s": round(seconds, 2), "hardware": hardware(), "device": device, "torch": torch.__version__,
             "commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": peak_rss_mb()}

@@ -1,4 +1,6 @@
-"""Guard against CPUs that advertise AMX but on which oneDNN's AMX kernels fault.
+"""Process set-up for training on the CPU: the AMX guard, and glibc's allocator kept from unmapping activations.
+
+Guard against CPUs that advertise AMX but on which oneDNN's AMX kernels fault.
 
 oneDNN uses AMX for bf16 matmuls and convolutions when the CPU reports it. On the Firecracker guest this
 project was developed on, that kills the process with SIGILL at the first `tilezero`: the guest reports
@@ -10,9 +12,16 @@ is slower than fp32). oneDNN reads the cap when it creates its first primitive, 
 entry points that come before any convolution: the CLI, `train()`, each sweep worker and the doctor's child.
 Code that runs a model itself before calling any of them should call `guard_amx()` first. Importing cascade
 probes nothing and writes nothing.
+
+The allocator (`keep_allocations`, called by `train()`): glibc serves a block above its mmap threshold with a
+fresh mapping and unmaps it on free, so each train step would fault in its activations page by page. glibc
+raises that threshold as large blocks are freed, but only while no MALLOC_* variable fixes it, and Dask's
+nanny sets MALLOC_TRIM_THRESHOLD_ for every worker it starts: there a train step took 1.9x as long.
+`cascade bench` measures this (`allocator`). Set CASCADE_MALLOC=glibc to leave glibc as configured.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -51,3 +60,29 @@ def guard_amx() -> None:
         marker.write_text("ok" if ok else "fault")
     if marker.read_text() == "fault":
         os.environ["ONEDNN_MAX_CPU_ISA"] = SAFE_ISA
+
+
+MALLOC_ENV = "CASCADE_MALLOC"
+MALLOC_CHOICES = ("large", "glibc")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+LARGE_MMAP_THRESHOLD = 32 << 20  # the most glibc's dynamic threshold reaches on 64-bit
+LARGE_TRIM_THRESHOLD = 64 << 20  # twice that, as glibc's dynamic rule sets it
+
+
+def malloc_choice() -> str:
+    """$CASCADE_MALLOC: "large" (default) keeps blocks up to 32 MiB in the heap; "glibc" leaves glibc alone."""
+    choice = os.environ.get(MALLOC_ENV, "large")
+    if choice not in MALLOC_CHOICES:
+        raise ValueError(f"{MALLOC_ENV}={choice!r} is invalid; allowed: {', '.join(MALLOC_CHOICES)}")
+    return choice
+
+
+@functools.cache
+def keep_allocations() -> bool:
+    """Raise glibc's mmap and trim thresholds once per process, unless $CASCADE_MALLOC=glibc; True if done.
+    Where the C library is not glibc, nothing is done. Allocation does not change any number trained."""
+    if malloc_choice() == "glibc" or platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_MMAP_THRESHOLD) and
+                libc.mallopt(M_TRIM_THRESHOLD, LARGE_TRIM_THRESHOLD))

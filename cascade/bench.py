@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import bench_report, data, models, provenance, pruning
+from ._cpu import MALLOC_ENV
 from .store import REPO, atomic_write_text, default_cache
 from .train import State, TrainConfig, train
 
@@ -68,6 +69,8 @@ class Plan:
     procs_s: float  # measuring window of the processes-vs-threads test; 0 skips it
     sweeps: tuple[str, ...] = ()  # chapters whose sweep slice is computed and timed
     sweep_profile: str = "paper"
+    # One seed per worker in the full plan: a chapter's runs of one seed hang off one pretrain, so with fewer
+    # seeds than workers the others idle until it ends, which no full sweep (3+ seeds) does.
     sweep_seeds: tuple[int, ...] = (0,)
     dask: bool = False  # also time DASK_CHAPTER's slice on local Dask clusters of DASK_WORKERS workers
 
@@ -80,7 +83,7 @@ def plan(quick: bool = False, sweeps: str | None = None) -> Plan:
     base = (Plan(batch_size=16, steps=1, repeats=1, gemm=512, levers=False, compile=False, procs_s=0.0,
                  sweeps=(DASK_CHAPTER,), sweep_profile="smoke") if quick else
             Plan(batch_size=128, steps=1, repeats=5, gemm=2048, levers=True, compile=True, procs_s=15.0,
-                 sweeps=tuple(REGISTRY), dask=True))
+                 sweeps=tuple(REGISTRY), sweep_seeds=tuple(range(SWEEP_WORKERS)), dask=True))
     if sweeps is None:
         return base
     names = () if sweeps == "none" else tuple(n.strip() for n in sweeps.split(","))
@@ -426,18 +429,43 @@ def compile_test(plan: Plan, paper) -> dict:
     return out
 
 
+def _images_per_s(spec: dict, procs: int = 1, **env: str) -> float:
+    """Total images/s of `procs` concurrent "threads" children with `env` added; nan if one fails."""
+    outs = [_collect(p, spec["seconds"] + 120) for p in [_launch(spec, **env) for _ in range(procs)]]
+    return math.nan if any("error" in o for o in outs) else sum(o["images_per_s"] for o in outs)
+
+
 def threads_test(plan: Plan, paper) -> dict:
     """Total images/s of independent runs: 1 process with 2 threads against 2 processes with 1 thread each."""
-    def total(threads: int, procs: int) -> float:
-        spec = {"kind": "threads", "threads": threads, "batch_size": plan.batch_size, "seconds": plan.procs_s}
-        outs = [_collect(p, plan.procs_s + 120) for p in [_launch(spec) for _ in range(procs)]]
-        return math.nan if any("error" in o for o in outs) else sum(o["images_per_s"] for o in outs)
-
-    one, two = total(2, 1), total(1, 2)
+    spec = {"kind": "threads", "batch_size": plan.batch_size, "seconds": plan.procs_s}
+    one, two = _images_per_s({**spec, "threads": 2}), _images_per_s({**spec, "threads": 1}, procs=2)
     if math.isnan(one) or math.isnan(two):
         return {"model": paper.model, "error": "a child process failed"}
     return {"model": paper.model, "1proc_2threads_images_per_s": one, "2procs_1thread_images_per_s": two,
             "ratio_2procs_over_1proc": two / one}
+
+
+def allocator_test(plan: Plan, paper) -> dict:
+    """Images/s of the paper model's training in 1-thread children, alternated twice: glibc's allocator as it
+    comes and as Dask's nanny starts a worker (its MALLOC_* variables), each with and without cascade's
+    thresholds (`_cpu.keep_allocations`)."""
+    import importlib
+
+    import dask
+
+    importlib.import_module("distributed")  # registers the nanny's configuration with dask's
+    nanny = {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+             if k.startswith("MALLOC") and v is not None}
+    envs = {"glibc": {MALLOC_ENV: "glibc"}, "glibc_dask": {MALLOC_ENV: "glibc", **nanny},
+            "large": {MALLOC_ENV: "large"}, "large_dask": {MALLOC_ENV: "large", **nanny}}
+    spec = {"kind": "threads", "threads": 1, "batch_size": plan.batch_size, "seconds": plan.procs_s}
+    rates: dict[str, list[float]] = {k: [] for k in envs}
+    for _ in range(2):
+        for k, env in envs.items():
+            rates[k].append(_images_per_s(spec, **env))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {"model": paper.model, "dask_env": nanny, "images_per_s": med, "large_over_glibc": med["large"] / med["glibc"],
+            "large_over_glibc_dask": med["large_dask"] / med["glibc_dask"]}
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -527,6 +555,8 @@ def run(plan: Plan) -> dict:
     if plan.procs_s:
         _log("2 processes x 1 thread vs 1 process x 2 threads")
         raw["threads"] = threads_test(plan, paper)
+        _log("allocator: glibc as it comes and under Dask's nanny, with and without cascade's thresholds")
+        raw["allocator"] = allocator_test(plan, paper)
     if plan.sweeps:
         timed = sweeps(plan)
         raw["core_gemm_flops_per_s"] = timed["core_gemm_flops_per_s"]

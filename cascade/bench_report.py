@@ -20,6 +20,14 @@ def threads_text(t: dict) -> str:
             f"({t['ratio_2procs_over_1proc']:.2f}x)")
 
 
+def allocator_text(a: dict) -> str:
+    med, nanny = a["images_per_s"], ", ".join(f"{k}={v}" for k, v in a["dask_env"].items())
+    return (f"allocator ({a['model']}, 1 thread): cascade's thresholds (`CASCADE_MALLOC=large`, the default) "
+            f"{med['large']:.0f} img/s vs glibc as it comes {med['glibc']:.0f} img/s ({a['large_over_glibc']:.2f}x); "
+            f"in the environment Dask's nanny gives its workers ({nanny}) {med['large_dask']:.0f} vs "
+            f"{med['glibc_dask']:.0f} img/s ({a['large_over_glibc_dask']:.2f}x)")
+
+
 def goal(report: dict, key: str) -> float:
     return float(report["goals"][key].split()[-1])
 
@@ -134,6 +142,7 @@ def markdown(report: dict) -> str:
                           f"img/s, cascade {p} {med[f'cascade_{p}_1thread']:.0f} img/s, speed-up "
                           f"{t['speedup_vs_baseline_1thread']:.2f}x")
     levers += [threads_text(report["raw"]["threads"])] if "threads" in report["raw"] else []
+    levers += [allocator_text(report["raw"]["allocator"])] if "allocator" in report["raw"] else []
     text += "".join(f"- {line}\n" for line in levers)
     text += "\n" + compile_table(report) + sweeps_text(report)
     if m["hardware"].endswith("cores)"):  # `provenance.hardware` names a CPU so, a GPU by its own name

@@ -189,11 +189,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .book import BookError
 
-    from ._cpu import guard_amx
+    from ._cpu import guard_amx, malloc_choice
 
     args = parser().parse_args(argv)
     guard_amx()
     try:
+        malloc_choice()  # a bad $CASCADE_MALLOC fails here, not in every worker
         return args.func(args)
     except (ValueError, FileNotFoundError, BookError) as e:
         print(f"error: {e}", file=sys.stderr)

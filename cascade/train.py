@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models, pruning
-from ._cpu import guard_amx
+from ._cpu import guard_amx, keep_allocations
 from .timing import FLOPS, phase, timed
 from .data import Loader, Split
 
@@ -257,6 +257,7 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
     weight decay. A `Checkpoint` callback makes the run resumable.
     """
     guard_amx()
+    keep_allocations()
     device = torch.device(device) if device is not None else default_device()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt).train()

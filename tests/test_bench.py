@@ -126,7 +126,11 @@ def test_book_section(tmp_path):
                           "grad_error": 3e-14, "grad_error_fp32": 5e-3}}},
                       "core_gemm_flops_per_s": {"used": {"fp32": 5e10}},
                       "threads": {"model": "m", "2procs_1thread_images_per_s": 700.0,
-                                  "1proc_2threads_images_per_s": 560.0, "ratio_2procs_over_1proc": 1.25}}}
+                                  "1proc_2threads_images_per_s": 560.0, "ratio_2procs_over_1proc": 1.25},
+                      "allocator": {"model": "m", "dask_env": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+                                    "images_per_s": {"glibc": 600.0, "glibc_dask": 300.0, "large": 660.0,
+                                                     "large_dask": 650.0},
+                                    "large_over_glibc": 1.1, "large_over_glibc_dask": 650 / 300}}}
     report.update({"compile_speedup": {"m": 1.19}, "compile_breakeven_steps": {"m": 87.4},
                    "sweeps": {"ch": {"profile": "paper", "seeds": [0], "workers": 2, "runs": 14, "wall_s": 600.0,
                                      "model_tflop": 12.34, "efficiency": 0.3, "step_roofline": 0.4, "over_step": 0.7,
@@ -152,6 +156,9 @@ def test_book_section(tmp_path):
     assert "**GPU:** not measured. This benchmark ran on a CPU-only machine" in text
     assert "- independent runs (m): 2 processes x 1 thread 700 img/s vs 1 process x 2 threads 560 img/s (1.25x)\n" \
         in text
+    assert ("- allocator (m, 1 thread): cascade's thresholds (`CASCADE_MALLOC=large`, the default) 660 img/s vs "
+            "glibc as it comes 600 img/s (1.10x); in the environment Dask's nanny gives its workers "
+            "(MALLOC_TRIM_THRESHOLD_=65536) 650 vs 300 img/s (2.17x)\n") in text
     assert "num_workers=2" in text and "](data:image/png;base64,iVBORw==)" in text
     assert "capped" not in text  # oneDNN ran with its default ISA
     report["machine"]["onednn_max_isa"] = "AVX512_CORE_BF16"

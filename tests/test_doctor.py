@@ -1,6 +1,7 @@
 """Portability: the strided-1x1 workaround, the kink-matched float64 reference, and `cascade doctor` on the native
 and the AVX2 code paths (oneDNN issue 6035)."""
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,51 @@ def test_import_spawns_nothing_and_writes_nothing(tmp_path):
                           "MPLCONFIGDIR": str(tmp_path / "matplotlib")})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     assert not any(home.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ the allocator
+MALLOC_PROBE = """
+import ctypes
+from cascade._cpu import keep_allocations
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
+done = keep_allocations()
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+print(done, libc.mallinfo2().hblks - before)
+"""
+TRAIN_HASH = """
+import hashlib, torch
+from cascade import data, models
+from cascade.train import TrainConfig, train
+torch.manual_seed(0)
+net = models.build("resnet8", in_channels=1, num_classes=10, width=8)
+train_set, _ = data.load("synthetic", train_size=256, test_size=64)
+train(net, train_set, TrainConfig(epochs=1, batch_size=64, lr=0.05, precision="fp32", augment=False), quiet=True)
+print(hashlib.sha256(b"".join(t.numpy().tobytes() for t in net.state_dict().values())).hexdigest())
+"""
+GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+
+
+@GLIBC
+@pytest.mark.parametrize("choice, blocks", [("large", ["True", "0"]), ("glibc", ["False", "1"])])
+def test_a_large_block_stays_in_the_heap_even_under_dasks_nanny(choice, blocks):
+    # The nanny's MALLOC_TRIM_THRESHOLD_ freezes glibc's mmap threshold at 128 KiB: 1 MiB gets a mapping of its own.
+    out = _python(MALLOC_PROBE, {"CASCADE_MALLOC": choice, "MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert out.stdout.split() == blocks, out.stderr
+
+
+@GLIBC
+def test_the_allocator_changes_no_trained_number():
+    out = {c: _python(TRAIN_HASH, {"CASCADE_MALLOC": c}) for c in ("large", "glibc")}
+    assert out["large"].returncode == 0 and len(out["large"].stdout.strip()) == 64, out["large"].stderr
+    assert out["large"].stdout == out["glibc"].stdout
+
+
+def test_a_bad_malloc_choice_is_one_line_before_any_work():
+    out = _python("import sys; from cascade.cli import main; sys.exit(main(['claims']))", {"CASCADE_MALLOC": "big"})
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "error: CASCADE_MALLOC='big' is invalid; allowed: large, glibc\n"

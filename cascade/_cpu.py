@@ -16,7 +16,7 @@ probes nothing and writes nothing.
 The allocator (`keep_allocations`, called by `train()`): glibc serves a block above its mmap threshold with a
 fresh mapping and unmaps it on free, so each train step would fault in its activations page by page. glibc
 raises that threshold as large blocks are freed, but only while no MALLOC_* variable fixes it, and Dask's
-nanny sets MALLOC_TRIM_THRESHOLD_ for every worker it starts: there a train step took 1.9x as long.
+nanny sets MALLOC_TRIM_THRESHOLD_ for every worker it starts: there a train step took about twice as long.
 `cascade bench` measures this (`allocator`). Set CASCADE_MALLOC=glibc to leave glibc as configured.
 """
 from __future__ import annotations

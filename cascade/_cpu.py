@@ -81,7 +81,7 @@ def malloc_choice() -> str:
 def keep_allocations() -> bool:
     """Raise glibc's mmap and trim thresholds once per process, unless $CASCADE_MALLOC=glibc; True if done.
     Where the C library is not glibc, nothing is done. Allocation does not change any number trained."""
-    if malloc_choice() == "glibc" or platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+    if malloc_choice() == "glibc" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)
     return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_MMAP_THRESHOLD) and

@@ -69,8 +69,6 @@ class Plan:
     procs_s: float  # measuring window of the processes-vs-threads test; 0 skips it
     sweeps: tuple[str, ...] = ()  # chapters whose sweep slice is computed and timed
     sweep_profile: str = "paper"
-    # One seed per worker in the full plan: a chapter's runs of one seed hang off one pretrain, so with fewer
-    # seeds than workers the others idle until it ends, which no full sweep (3+ seeds) does.
     sweep_seeds: tuple[int, ...] = (0,)
     dask: bool = False  # also time DASK_CHAPTER's slice on local Dask clusters of DASK_WORKERS workers
 
@@ -80,6 +78,8 @@ def plan(quick: bool = False, sweeps: str | None = None) -> Plan:
     names the chapters instead. Checked before anything is measured."""
     from .experiments import REGISTRY
 
+    # The full plan slices a seed per worker: a chapter's runs of one seed hang off one pretrain, so with fewer
+    # seeds than workers the others would idle until it ends, which no full sweep (3+ seeds) does.
     base = (Plan(batch_size=16, steps=1, repeats=1, gemm=512, levers=False, compile=False, procs_s=0.0,
                  sweeps=(DASK_CHAPTER,), sweep_profile="smoke") if quick else
             Plan(batch_size=128, steps=1, repeats=5, gemm=2048, levers=True, compile=True, procs_s=15.0,

@@ -45,23 +45,21 @@ def build(profile="paper", only=None, force=False, book_dir=None, out_dir=None, 
     its index.html.
 
     The runs behind the chapters are computed first, in `workers` single-threaded processes (see
-    `experiments.core.execute`), so the notebooks only read the store. `book_dir` is the book's source (default
+    `experiments.compute`), so the notebooks only read the store. `book_dir` is the book's source (default
     book/); with `out_dir` it is copied there first and built there, so tests leave the repository untouched.
     `notebook_dir` defaults to notebooks/.
     """
     from cascade import experiments
 
-    if profile not in experiments.PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(experiments.PROFILES)}")
+    resolved = experiments.Profile.resolve(profile)
     src = Path(book_dir or REPO / "book")
     nb_dir = Path(notebook_dir or REPO / "notebooks")
     notebooks = sorted(p for p in nb_dir.glob("*.ipynb") if NOTEBOOK.match(p.name))
     todo = notebooks if only is None else [_select(only, notebooks)]
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
+    experiments.check_workers(workers)
     try:
-        compute(profile, [nb.stem for nb in todo], force, workers, scheduler)
-        return _build(profile, src, Path(out_dir) if out_dir else src, notebooks, todo)
+        compute(resolved, [nb.stem for nb in todo], force, workers, scheduler)
+        return _build(resolved, src, Path(out_dir) if out_dir else src, notebooks, todo)
     except BookError:
         raise
     except Exception as err:  # anything else still reads as one line; the chain keeps the traceback
@@ -72,28 +70,31 @@ def _first_line(err) -> str:
     return next(iter(str(err).strip().splitlines()), "")
 
 
-def compute(profile: str, notebooks: list[str], force: bool, workers: int, scheduler: str | None = None) -> None:
-    """Compute the runs of the experiments behind `notebooks` that are not stored (all of them with `force`),
-    in `workers` local processes or on the Dask cluster at `scheduler`.
+def compute(profile, notebooks: list[str], force: bool, workers: int, scheduler: str | None = None) -> None:
+    """Compute what the chapters behind `notebooks` need under the resolved `profile` (`experiments.Profile`), as
+    one plan, so a run that chapters share is computed once (all of them again with `force`, each record replaced
+    only when its new one is written), in `workers` local processes or on the Dask cluster at `scheduler`.
 
     When anything was computed, its wall time goes to <store>/<profile>/compute.json for the appendix.
     """
     import torch
 
-    from cascade import experiments
-    from cascade.store import Store, atomic_write_text
+    from cascade import experiments, runs as R
+    from cascade.store import atomic_write_text
 
-    store = Store(profile)
-    exps = [e for e in experiments.REGISTRY.values() if e.notebook in notebooks]
-    if force:  # once for all, as experiments share runs
-        from cascade.experiments.core import forget
-
-        forget(store, [r for e in exps for r in e.all_runs(e.make_config(profile))])
+    store = profile.store
+    names = [e.name for e in experiments.registry().values() if e.notebook in notebooks and e.name in profile.configs]
+    by_chapter = {n: profile.runs(n) for n in names}
     start = time.perf_counter()
-    computed = {e.name: experiments.run(e.name, profile, workers=workers, scheduler=scheduler).computed
-                for e in exps if experiments.status(e.name, profile)["missing"]}
-    if sum(computed.values()):
-        atomic_write_text(store.root / profile / COMPUTE, json.dumps({
+    work = experiments.compute("the book", R.closure([r for runs in by_chapter.values() for r in runs]), store,
+                               force, False, workers, scheduler)
+    if work:
+        first = {}
+        for name, runs in by_chapter.items():  # a shared run counts for the first chapter that needs it
+            for r in runs:
+                first.setdefault(r, name)
+        computed = {n: sum(first[r] == n for r in work) for n in names}
+        atomic_write_text(store.root / profile.name / COMPUTE, json.dumps({
             "wall_time_s": round(time.perf_counter() - start, 1), "runs_computed": computed, "workers": workers,
             **({"scheduler": scheduler} if scheduler else {}),
             "threads_per_process": 1 if workers > 1 else torch.get_num_threads(), "hardware": dict(provenance.machine())["CPU"],
@@ -107,14 +108,14 @@ def _build(profile, src: Path, book: Path, notebooks: list[Path], todo: list[Pat
     chapters.mkdir(exist_ok=True)
     _use_venv_kernel()
     for nb in todo:
-        execute(nb, chapters / nb.name, profile)
+        execute(nb, chapters / nb.name, profile.name)
     for nb in notebooks:  # chapters never executed are shown as they are, so the table of contents is complete
         if not (chapters / nb.name).exists():
             shutil.copyfile(nb, chapters / nb.name)
     names = [nb.stem for nb in notebooks]
     for name in names:
         write_data(profile, name, book / DATA)
-        add_footer(chapters / f"{name}.ipynb", profile)
+        add_footer(chapters / f"{name}.ipynb", profile.name)
     (book / "_toc.yml").write_text(toc(names))
     templates = book / "templates"
     (book / "claims.md").write_text(claims_page(profile, names, templates / "claims.md.in", book / FOREST))
@@ -128,7 +129,7 @@ def _select(only, notebooks):
     from cascade import experiments
 
     by_name = {nb.stem: nb for nb in notebooks} | {nb.stem[3:]: nb for nb in notebooks}
-    by_name |= {n: by_name[e.notebook] for n, e in experiments.REGISTRY.items() if e.notebook in by_name}
+    by_name |= {n: by_name[e.notebook] for n, e in experiments.registry().items() if e.notebook in by_name}
     if only not in by_name:
         raise ValueError(f"unknown experiment or notebook {only!r}; allowed: {', '.join(sorted(by_name))}")
     return by_name[only]
@@ -195,7 +196,7 @@ def toc(chapters: list[str]) -> str:
             "format: jb-book\nroot: claims\nchapters:\n" + "".join(f"- file: {f}\n" for f in files))
 
 
-def claims_page(profile: str, chapters: list[str], template: Path, forest: Path) -> str:
+def claims_page(profile, chapters: list[str], template: Path, forest: Path) -> str:
     """The "Claims at a glance" page: the forest plot (drawn to `forest`), then `cascade claims`'s table, each row
     linked to the figure that decides it and to its chapter's verdict."""
     import matplotlib.pyplot as plt
@@ -206,7 +207,7 @@ def claims_page(profile: str, chapters: list[str], template: Path, forest: Path)
         nb = row["notebook"]
         if nb not in chapters:
             return nb or ""
-        label = getattr(experiments.REGISTRY[row["experiment"]], "figures", {}).get(row["claim"])
+        label = experiments.get(row["experiment"]).figures.get(row["claim"])
         figure = f"{{numref}}`Fig. %s <{label}>`, " if label else ""
         return f"{figure}[{nb[:2]} verdict](chapters/{nb}.ipynb#verdict)"
 
@@ -225,25 +226,23 @@ def claims_page(profile: str, chapters: list[str], template: Path, forest: Path)
     else:
         figure = "No claim has a stored estimate for this profile yet."
     return Template(template.read_text()).substitute(
-        profile=profile, forest=figure, table=report.claims_markdown(rows, link))
+        profile=profile.name, forest=figure, table=report.claims_markdown(rows, link))
 
 
-def write_data(profile: str, chapter: str, folder: Path) -> None:
+def write_data(profile, chapter: str, folder: Path) -> None:
     """<folder>/<chapter>.csv (one row per stored run behind the chapter, `report.records_frame`) and
     <chapter>.keys.json (each record's key, kind and path in the store), for readers who analyse the data
     without installing anything."""
     from cascade import experiments, report
-    from cascade.experiments.runs import closure
-    from cascade.store import Store, atomic_write_text
+    from cascade.store import atomic_write_text
 
-    store = Store(profile)
-    runs = closure([r for e in experiments.REGISTRY.values() if e.notebook == chapter
-                    for r in e.all_runs(e.make_config(profile))])
-    records = [(r, rec) for r in runs if (rec := store.get(r.kind, r, r.version)) is not None]
+    runs = [r for n, e in experiments.registry().items() if e.notebook == chapter and n in profile.configs
+            for r in profile.runs(n)]
+    records = [(r, rec) for r in runs if (rec := profile.store.get(r)) is not None]
     folder.mkdir(parents=True, exist_ok=True)
     frame = report.records_frame(records) if records else None
     atomic_write_text(folder / f"{chapter}.csv", "" if frame is None else frame.to_csv(index=False))
-    keys = [{"key": rec["key"], "kind": r.kind, "record": f"{profile}/{r.kind}/{rec['key']}.json"}
+    keys = [{"key": rec["key"], "kind": r.kind, "record": f"{profile.name}/{r.kind}/{rec['key']}.json"}
             for r, rec in records]
     atomic_write_text(folder / f"{chapter}.keys.json", json.dumps(
         {"store": "results/ in the repository (or $CASCADE_RESULTS)", "records": keys}, indent=1) + "\n")
@@ -265,16 +264,17 @@ def add_footer(chapter: Path, profile: str) -> None:
     nbformat.write(nb, chapter)
 
 
-def appendix_page(profile: str, chapters: list[Path], template: Path) -> str:
-    """The reproducibility appendix: versions, hardware, wall times and commands of this build."""
+def appendix_page(profile, chapters: list[Path], template: Path) -> str:
+    """The reproducibility appendix of the resolved `profile`: versions, hardware, wall times and commands of this
+    build."""
     versions = [("python", platform.python_version())] + [(p, metadata.version(p)) for p in VERSIONED]
     papermill = ("papermill notebooks/NN_name.ipynb book/chapters/NN_name.ipynb \\\n"
-                 f"    -p profile {profile} -k {KERNEL} --cwd notebooks --no-progress-bar")
+                 f"    -p profile {profile.name} -k {KERNEL} --cwd notebooks --no-progress-bar")
     return Template(template.read_text()).substitute(
         versions=markdown_table(["package", "version"], versions), hardware=markdown_table(["", "this build"], provenance.machine()),
         walltimes=markdown_table(["notebook", "profile", "wall time"], [(c.stem, *_wall_time(c)) for c in chapters]),
         compute=compute_section(profile),
-        profile=profile, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
+        profile=profile.name, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
 
 
 def record_span_s(records) -> float:
@@ -288,27 +288,28 @@ def record_span_s(records) -> float:
     return max(end) - min(start)
 
 
-def compute_section(profile: str) -> str:
+def compute_section(profile) -> str:
     """Minutes of stored compute per experiment (a run shared with an earlier chapter counted there) and the
     measured wall time of the last compute phase of `build`."""
     from cascade import experiments
-    from cascade.store import Store
 
-    store, seen, rows = Store(profile), set(), []
-    for exp in sorted(experiments.REGISTRY.values(), key=lambda e: e.notebook):
-        runs = exp.all_runs(exp.make_config(profile))
+    store, seen, rows = profile.store, set(), []
+    for exp in sorted(experiments.registry().values(), key=lambda e: e.notebook):
+        if exp.name not in profile.configs:
+            continue
+        runs = profile.runs(exp.name)
         new = [r for r in runs if r not in seen]
         seen.update(runs)
-        recs = [store.get(r.kind, r, r.version) for r in new]
+        recs = [store.get(r) for r in new]
         minutes = sum(rec["meta"].get("wall_time_s", 0.0) for rec in recs if rec) / 60
         rows.append((exp.notebook, len(runs), len(new), sum(rec is not None for rec in recs), f"{minutes:.1f}",
                      f"{record_span_s([rec for rec in recs if rec]) / 60:.0f}"))
     text = markdown_table(["notebook", "runs", "not shared with an earlier chapter", "of these stored",
                    "their compute (process-minutes)", "first to last record (minutes)"], rows) + "\n"
-    path = store.root / profile / COMPUTE
+    path = store.root / profile.name / COMPUTE
     if path.exists():
         c = json.loads(path.read_text())
-        text += (f"\nThe last time `python -m cascade book --profile {profile}` computed runs "
+        text += (f"\nThe last time `python -m cascade book --profile {profile.name}` computed runs "
                  f"({c['created'][:10]}), it computed {sum(c['runs_computed'].values())} of them in "
                  f"**{c['wall_time_s'] / 60:.0f} minutes** of wall time, "
                  + (f"on the workers of the Dask cluster at {c['scheduler']}.\n" if c.get("scheduler") else
@@ -332,7 +333,7 @@ def bench_section(bench_dir: Path) -> str:
     """
     import base64
 
-    from cascade import bench_report
+    from cascade.bench import report as bench_report
 
     head = "\n## Performance benchmark\n\n"
     path = bench_dir / "bench.json"

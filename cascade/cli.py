@@ -16,6 +16,9 @@ def _params(pairs: list[str]) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise ValueError(f"-p {pair!r} is invalid; allowed: name=value")
+        if name.strip() in out:
+            raise ValueError(f"-p {name.strip()} is given twice ({out[name.strip()]!r} and {value.strip()!r}); "
+                             "allowed: each parameter once")
         out[name.strip()] = value.strip()
     return out
 
@@ -23,6 +26,8 @@ def _params(pairs: list[str]) -> dict:
 def cmd_run(args) -> int:
     from . import experiments
 
+    if args.dry_run:
+        return _print_price(args)
     result = experiments.run(args.experiment, args.profile, force=args.force, quiet=args.json,
                              workers=args.workers, scheduler=args.scheduler, **_params(args.param))
     if args.json:
@@ -36,18 +41,46 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _minutes(seconds) -> str:
+    return "unknown (no stored run of its kind to estimate from)" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _print_price(args) -> int:
+    """What `run` would compute for one experiment: each task with why and its estimate, then the totals."""
+    from . import experiments
+
+    price = experiments.price(args.experiment, args.profile, workers=args.workers, **_params(args.param))
+    if args.json:
+        print(json.dumps(price, indent=1))
+        return 0
+    print(f"{price['experiment']} [{price['profile']}]: {price['runs']} runs, {price['stored']} stored, "
+          f"{len(price['tasks'])} to compute")
+    for t in price["tasks"]:
+        est = "?" if t["estimated_s"] is None else f"{t['estimated_s']:.0f} s"
+        print(f"  {t['kind']:9s} {t['key']}  {t['why']:18s} {est}")
+    if price["tasks"]:
+        print(f"estimated: {_minutes(price['estimated_s'])} of compute, {_minutes(price['wall_s'])} of wall time on "
+              f"{price['workers']} worker(s)")
+    return 0
+
+
 def cmd_status(args) -> int:
     from . import experiments
-    from .store import Store
 
-    store = Store(args.profile)
-    for name in experiments.REGISTRY:
-        st = experiments.status(name, args.profile)
-        est = sum(experiments.estimate_s(r, store) for r in st["missing"])
-        eta = "" if not st["missing"] else (f", about {est / 60:.1f} process-minutes to compute" if est == est
-                                             else ", time unknown (no stored run to estimate from)")
-        print(f"{name:14s} done {len(st['done']):3d}  missing {len(st['missing']):3d}{eta}")
-    stale = experiments.stale(args.profile)
+    if args.experiment:
+        return _print_price(args)
+    if args.param:
+        raise ValueError("-p needs an experiment: `status EXPERIMENT -p NAME=VALUE`; allowed: "
+                         f"{', '.join(experiments.registry())}")
+    prices = [experiments.price(name, args.profile, workers=args.workers) for name in experiments.registry()]
+    stale = experiments.stale(experiments.Profile.resolve(args.profile))
+    if args.json:
+        print(json.dumps({"experiments": prices, "stale": stale}, indent=1))
+        return 0
+    for p in prices:
+        missing = sum(t["why"] == "record missing" for t in p["tasks"])
+        eta = "" if not p["tasks"] else f", {len(p['tasks'])} tasks, about {_minutes(p['estimated_s'])} of compute"
+        print(f"{p['experiment']:14s} done {p['stored']:3d}  missing {missing:3d}{eta}")
     print(f"stale records (made by an older config or code version): {len(stale)}")
     for item in stale:
         print(f"  {item}")
@@ -59,7 +92,7 @@ def cmd_list(args) -> int:
 
     from . import experiments
 
-    for exp in experiments.REGISTRY.values():
+    for exp in experiments.registry().values():
         print(f"{exp.name}  (notebook {exp.notebook}; claims {', '.join(exp.claims)})")
         print(f"  {exp.description}")
         for f in dataclasses.fields(exp.config):
@@ -78,17 +111,15 @@ def cmd_book(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .bench import suite
 
-    return bench.main(quick=args.quick, as_json=args.json, sweeps=args.sweeps)
+    return suite.main(quick=args.quick, as_json=args.json, sweeps=args.sweeps)
 
 
 def cmd_claims(args) -> int:
     from . import experiments, report
 
-    if args.profile not in experiments.PROFILES:
-        raise ValueError(f"unknown profile {args.profile!r}; allowed: {', '.join(experiments.PROFILES)}")
-    rows = report.claims(args.profile)
+    rows = report.claims(experiments.Profile.resolve(args.profile))
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -99,8 +130,7 @@ def cmd_claims(args) -> int:
 def cmd_diff(args) -> int:
     from . import experiments, report
 
-    if args.profile not in experiments.PROFILES:
-        raise ValueError(f"unknown profile {args.profile!r}; allowed: {', '.join(experiments.PROFILES)}")
+    experiments.check_profile(args.profile)
     rows = report.diff(args.rev, args.profile, everything=args.all)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -113,9 +143,11 @@ def cmd_diff(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from .experiments.runs import KINDS
+    from .experiments import check_profile
+    from .runs import KINDS
     from .store import Store, migrate
 
+    check_profile(args.profile)
     store = Store(args.profile)
     moved = migrate(store.root, args.profile, KINDS)
     print(f"{len(moved)} records of {store.root / args.profile} moved to their current keys")
@@ -125,7 +157,7 @@ def cmd_migrate(args) -> int:
 def cmd_doctor(args) -> int:
     from . import doctor
 
-    return doctor.main()
+    return doctor.main(every=args.all)
 
 
 def _workers(p: argparse.ArgumentParser) -> None:
@@ -147,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
                    help="override a parameter (repeatable); see `python -m cascade list`")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout, no progress bar")
     r.add_argument("--force", action="store_true", help="recompute runs even if stored")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list the runs that would be computed (kind, key, why, estimated seconds) and compute nothing")
     _workers(r)
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("book", help="compute missing runs, execute the notebooks with papermill, build the HTML book")
@@ -155,8 +189,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="recompute the runs behind the notebooks")
     _workers(b)
     b.set_defaults(func=cmd_book)
-    s = sub.add_parser("status", help="done, missing and stale records per experiment")
+    s = sub.add_parser("status", help="done, missing and stale records per experiment; with EXPERIMENT (and -p), "
+                                      "the runs that `run` would compute, why, and their estimated time")
+    s.add_argument("experiment", nargs="?", help="one experiment (default: every one, in a line each)")
     s.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
+    s.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter (repeatable), as for `run`")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--workers", type=int, default=1, help="price the wall time on this many workers (default 1)")
     s.set_defaults(func=cmd_status)
     sub.add_parser("list", help="experiments, their parameters, defaults and claims").set_defaults(func=cmd_list)
     be = sub.add_parser("bench", help="training throughput and overheads against a conventional baseline")
@@ -181,8 +221,11 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="move stored records to the keys of the current config form (no compute)")
     m.add_argument("--profile", default="paper", help="smoke, paper (default) or full")
     m.set_defaults(func=cmd_migrate)
-    sub.add_parser("doctor", help="machine facts that change results, and a gradient check of every model against "
-                                  "float64 (exit 1 on failure)").set_defaults(func=cmd_doctor)
+    dr = sub.add_parser("doctor", help="machine facts that change results, and a gradient check of the book's models "
+                                       "against float64 (exit 1 on failure)")
+    dr.add_argument("--all", action="store_true",
+                    help="check every registry model, torchvision's fixed-width ones included (slower)")
+    dr.set_defaults(func=cmd_doctor)
     return p
 
 

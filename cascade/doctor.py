@@ -2,7 +2,8 @@
 
 Why: the CPU picks the oneDNN and ATen kernels that run (AVX2, AVX-512, AMX), and a kernel bug can crash the
 process (oneDNN issue 6035, see `models`) or, worse, return wrong gradients without a word. The check trains
-nothing worth keeping: for every registry model at several small widths, one forward and backward pass in the
+nothing worth keeping: for every model the book's chapters train (every registry model with `--all`) at several
+small widths, one forward and backward pass in the
 training format (`TrainConfig`'s default: channels_last, fp32) is compared with a float64 NCHW pass on the same
 weights and batch; then a short training loop of resnet8 at width 4 (the configuration that corrupted the heap)
 must finish.
@@ -41,7 +42,7 @@ WIDTHS = (1, 4, 8, 12, 16)
 TOLERANCE = 1e-4
 CRASH_STEPS = 50
 HANG_S = 300  # seconds without a line from the child before it counts as hung
-CHILD = "from cascade.doctor import _child; _child()"  # the code the child process runs
+CHILD = "import sys; from cascade.doctor import _child; _child(sys.argv[1])"  # the code the child process runs
 
 
 class DoctorError(RuntimeError):
@@ -171,12 +172,22 @@ def train_steps(steps: int = CRASH_STEPS, width: int = 4) -> float:
     return loss.item()
 
 
-def plan() -> list[tuple[str, int | None]]:
-    """(model, width) pairs checked: every registry model at WIDTHS, or at its fixed width when it has one."""
+def book_models() -> set[str]:
+    """The models some chapter of the book trains, under any profile."""
+    from . import experiments
+
+    return {r.model for name, exp in experiments.registry().items() for profile in experiments.PROFILES
+            for r in exp.all_runs(exp.make_config(profile)) if r.kind == "pretrain"}
+
+
+def plan(every: bool = False) -> list[tuple[str, int | None]]:
+    """(model, width) pairs checked: the book's models (every registry model with `every`) at WIDTHS, or at its
+    fixed width when it has one."""
     from . import models
 
+    chosen = models.names() if every else [n for n in models.names() if n in book_models()]
     out = []
-    for name in models.names():
+    for name in chosen:
         for width in WIDTHS:
             try:
                 models.build(name, in_channels=1, num_classes=10, width=width)
@@ -220,12 +231,13 @@ def facts() -> dict:
 
 
 # --------------------------------------------------------------------------------------------- child and parent
-def _child() -> None:
-    """Run every check, printing one JSON line as each starts and ends (the parent reads them)."""
+def _child(pairs_json: str) -> None:
+    """Run the checks of the (model, width) pairs given, printing one JSON line as each starts and ends (the parent
+    reads them)."""
     from ._cpu import guard_amx
 
     guard_amx()
-    for name, width in plan():
+    for name, width in json.loads(pairs_json):
         label = f"{name} width {width if width is not None else 'default'}"
         print(json.dumps({"start": label}), flush=True)
         loss_err, grad_err = gradient_error(name, width)
@@ -239,12 +251,13 @@ def _signal_name(code: int) -> str:
     return signal.Signals(-code).name if code < 0 and -code in signal.Signals._value2member_map_ else f"exit {code}"
 
 
-def run_checks(report=print) -> int:
-    """Run the checks in a child process, `report` one line per check; return how many ran.
+def run_checks(report=print, every: bool = False) -> int:
+    """Run the checks of `plan(every)` in a child process, `report` one line per check; return how many ran.
 
     Raises DoctorError with one line on the first failed check, a crash or a hang.
     """
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(plan(every))], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     current, done = None, 0
     sel = selectors.DefaultSelector()
     sel.register(child.stdout, selectors.EVENT_READ)
@@ -283,14 +296,16 @@ def run_checks(report=print) -> int:
     return done
 
 
-def main() -> int:
-    """Print the facts, run the checks; 0 when all pass, else 1 with a one-line reason on stderr."""
+def main(every: bool = False) -> int:
+    """Print the facts, run the checks (of every registry model with `every`); 0 when all pass, else 1 with a
+    one-line reason on stderr."""
     start = time.perf_counter()
     for key, value in facts().items():
         print(f"{key:16s} {value}")
-    print(f"numerics (training format vs float64 NCHW, tolerance {TOLERANCE:.0e}):")
+    print(f"numerics (training format vs float64 NCHW, tolerance {TOLERANCE:.0e}; "
+          f"{'every registry model' if every else 'the models the book trains'}):")
     try:
-        n = run_checks()
+        n = run_checks(every=every)
     except DoctorError as e:
         print(f"doctor: FAILED: {e}", file=sys.stderr)
         return 1

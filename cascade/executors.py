@@ -1,7 +1,8 @@
 """Where runs are computed: in this process, in local worker processes, or on a Dask cluster.
 
-Every executor sees runs only through their protocol (`experiments.runs.Run`): it submits a run once the runs
-it depends on are done, and the record of a run appears in the store only whole (atomic writes), so a crash
+Every executor sees runs only through their protocol (`runs.Run`): it is handed the tasks of `runs.plan` (a run
+whose record is missing, or a stored run whose checkpoint a dependant needs), and submits each once the tasks it
+depends on are done, and the record of a run appears in the store only whole (atomic writes), so a crash
 leaves nothing half-written. On Dask, workers need no shared file system: each computes in a private
 temporary store, the client writes the records, and a dependency's checkpoint files travel with the task
 that needs them. A worker that dies mid-run costs only that run's progress: Dask runs it again elsewhere.
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .store import Store, config_hash
+from .store import Store
 
 SCHEDULER_ENV = "CASCADE_SCHEDULER"
 
@@ -43,20 +44,24 @@ def connect(scheduler: str | None = None):
                          "`dask scheduler` prints, e.g. tcp://127.0.0.1:8786") from None
 
 
-def compute(runs: list, store: Store, workers: int = 1, client=None, done: Callable[[], Any] = lambda: None) -> None:
-    """Compute `runs` (dependencies listed first) into `store`, calling `done()` after each: on the Dask cluster
-    of `client` (see `connect`), or in `workers` local processes of one intra-op thread each."""
-    from .experiments import runs as R
-
+def compute(runs: list, store: Store, workers: int = 1, client=None, done: Callable[[], Any] = lambda: None,
+            force: bool = False) -> None:
+    """Compute the tasks `runs` (from `runs.plan`, dependencies first) into `store`, calling `done()` after each:
+    on the Dask cluster of `client` (see `connect`), or in `workers` local processes of one intra-op thread each.
+    With `force`, each is computed again and its record replaced when the new one is written."""
     if client is not None:
-        on_dask(runs, store, client, done)
+        on_dask(runs, store, client, done, force)
     elif workers == 1:
         for run in runs:
-            R.ensure(run, store, quiet=True)
+            run.ensure(store, True, force)
             done()
     else:
         with local_pool(workers) as pool:
-            schedule(runs, lambda r: pool.submit(R.ensure, r, store), done, slots=workers)
+            schedule(runs, lambda r: pool.submit(_ensure, r, store, force), done, slots=workers)
+
+
+def _ensure(run, store: Store, force: bool) -> dict:
+    return run.ensure(store, True, force)
 
 
 def local_pool(workers: int) -> ProcessPoolExecutor:
@@ -118,12 +123,12 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*")) if p.is_file()} if folder.exists() else {}
 
 
-def _unpack(store: Store, run, record: dict | None, files: dict[str, bytes]) -> None:
-    """Put a run's record and checkpoint files into `store` (a worker's private one, or the client's)."""
-    key = config_hash(run, run.version)
-    if record is not None and store.get(run.kind, run, run.version) is None:
-        store.put(run.kind, run, run.version, record["result"], record["meta"])
-    folder = store.checkpoint_dir(run.kind, key)
+def _unpack(store: Store, run, record: dict | None, files: dict[str, bytes], replace: bool = False) -> None:
+    """Put a run's record and checkpoint files into `store` (a worker's private one, or the client's); a stored
+    record is kept unless `replace`."""
+    if record is not None and (replace or store.get(run) is None):
+        store.put(run, record["result"], record["meta"])
+    folder = store.checkpoint_dir(run)
     for name, data in files.items():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{name}.tmp"
@@ -131,24 +136,24 @@ def _unpack(store: Store, run, record: dict | None, files: dict[str, bytes]) -> 
         os.replace(tmp, folder / name)
 
 
-def _remote(run, profile: str, deps: list) -> tuple[dict, dict[str, bytes]]:
-    """On a Dask worker: compute `run` in a private store seeded with its dependencies' records and checkpoints
-    (`deps`: (run, (record, files)) each); return its record and checkpoint files."""
-    from .experiments import runs as R
-
+def _remote(run, profile: str, own: dict | None, deps: list, force: bool) -> tuple[dict, dict[str, bytes]]:
+    """On a Dask worker: compute `run` in a private store seeded with its own record (`own`, when only its
+    checkpoint is missing) and its dependencies' records and checkpoints (`deps`: (run, (record, files)) each);
+    return its record and checkpoint files."""
     _worker_start()
     tmp = Path(tempfile.mkdtemp(prefix="cascade-"))
     try:
         store = Store(profile, root=tmp / "results", cache=tmp / "cache")
+        _unpack(store, run, own, {})
         for dep, (record, files) in deps:
             _unpack(store, dep, record, files)
-        record = R.ensure(run, store, quiet=True)
-        return record, _files(store.checkpoint_dir(run.kind, config_hash(run, run.version)))
+        record = run.ensure(store, True, force)
+        return record, _files(store.checkpoint_dir(run))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def on_dask(runs: list, store: Store, client, done: Callable[[], Any]) -> None:
+def on_dask(runs: list, store: Store, client, done: Callable[[], Any], force: bool = False) -> None:
     """Compute `runs` on the Dask cluster of `client`, which it closes; records are written here, by the client."""
     from distributed import as_completed
 
@@ -158,13 +163,13 @@ def on_dask(runs: list, store: Store, client, done: Callable[[], Any]) -> None:
             deps = []  # a future Dask resolves on the worker, or what the client has of an already stored run
             for dep in run.deps():
                 deps.append((dep, futures[dep] if dep in futures else (
-                    store.get(dep.kind, dep, dep.version),
-                    _files(store.checkpoint_dir(dep.kind, config_hash(dep, dep.version))))))
-            key = f"{run.kind}-{config_hash(run, run.version)}"
-            futures[run] = client.submit(_remote, run, store.profile, deps, key=key, pure=False, retries=2)
+                    store.get(dep), _files(store.checkpoint_dir(dep)))))
+            own = None if force else store.get(run)
+            futures[run] = client.submit(_remote, run, store.profile, own, deps, force, key=f"{run.kind}-{run.key}",
+                                         pure=False, retries=2)
             by_future[futures[run]] = run
         for future in as_completed(list(by_future)):
             record, files = future.result()
             run = by_future[future]
-            _unpack(store, run, record, files)
+            _unpack(store, run, record, files, replace=force)
             done()

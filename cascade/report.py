@@ -13,25 +13,30 @@ VERDICTS = {True: "reproduces", False: "does not reproduce", None: "inconclusive
 NOT_RUN, UNTESTED = "not run", "not yet tested"
 
 
-def claims(profile: str = "paper", root=None) -> list[dict]:
-    """One row per (claim, experiment testing it, verdict); a claim no experiment tests gets one row too.
+def claims(profile) -> list[dict]:
+    """One row per (claim, experiment testing it, verdict) of the resolved `profile` (`experiments.Profile`, or a
+    profile's name); a claim no experiment tests gets one row too.
 
     Keys: claim, statement, experiment, notebook, verdict (a VERDICTS word, NOT_RUN or UNTESTED), holds,
     effect, ci95, n_seeds, threshold and above (the CI is compared with), condition, summary.
     """
     from . import experiments
 
-    rows = []
+    if isinstance(profile, str):
+        profile = experiments.Profile.resolve(profile)
+    rows, verdicts = [], {}
     for claim, text in experiments.CLAIMS.items():
         base = {"claim": claim, "statement": text, "experiment": None, "notebook": None, "holds": None,
                 "effect": None, "ci95": [None, None], "n_seeds": 0, "threshold": None, "above": None,
                 "condition": "", "summary": ""}
-        tested = [e for e in experiments.REGISTRY.values() if claim in e.claims]
+        tested = [e for e in experiments.registry().values() if claim in e.claims]
         if not tested:
             rows.append({**base, "verdict": UNTESTED})
         for exp in tested:
             here = {**base, "experiment": exp.name, "notebook": exp.notebook}
-            found = [v for v in experiments.cached_verdicts(exp.name, profile, root) if v["claim"] == claim]
+            if exp.name not in verdicts:  # analysed once, however many claims it tests
+                verdicts[exp.name] = experiments.cached_verdicts(exp.name, profile)
+            found = [v for v in verdicts[exp.name] if v["claim"] == claim]
             if not found:
                 rows.append({**here, "verdict": NOT_RUN})
             for v in found:

@@ -1,8 +1,8 @@
 """Results keyed by a content hash of the complete run configuration.
 
-Layout: ``<root>/<profile>/<experiment>/<hash>.json`` (small, diffable, committed for the paper
-profile) and checkpoints in ``<cache>/ckpt/<experiment>/<hash>/`` (never committed). The hash is
-over the canonical JSON of the config *and* the experiment's version, so bumping a version makes
+Layout: ``<root>/<profile>/<kind>/<hash>.json`` (small, diffable, committed for the paper
+profile) and checkpoints in ``<cache>/ckpt/<kind>/<hash>/`` (never committed). The hash is
+over the canonical JSON of the config *and* its kind's version, so bumping a version makes
 every old record stale instead of silently reused. A record also stores its config, and a lookup
 checks it, so even a hash collision cannot return another config's numbers.
 
@@ -24,7 +24,7 @@ import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def from_canonical(cls: type, value: Any) -> Any:
 
 
 def config_hash(config: Any, version: int | str) -> str:
-    """12 hex digits of sha256 over the canonical config plus the experiment version."""
+    """12 hex digits of sha256 over the canonical config plus the run kind's version."""
     text = json.dumps({"config": canonical(config), "version": version}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -149,43 +149,49 @@ def default_cache() -> Path:
 
 
 class Store:
-    """Run records of one profile: get/put by config, status over a set of configs."""
+    """Run records of one profile, addressed by the run itself (its `kind`, `version` and config hash)."""
 
     def __init__(self, profile: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None):
         self.profile = profile
         self.root = Path(root) if root is not None else default_root()
         self.cache = Path(cache) if cache is not None else default_cache()
 
-    def path(self, experiment: str, key: str) -> Path:
-        return self.root / self.profile / experiment / f"{key}.json"
+    def folder(self, kind: str) -> Path:
+        """Where the records of run kind `kind` live."""
+        return self.root / self.profile / kind
 
-    def checkpoint_dir(self, experiment: str, key: str) -> Path:
-        return self.cache / "ckpt" / experiment / key
+    def path(self, run: Any) -> Path:
+        return self.folder(run.kind) / f"{key(run)}.json"
 
-    def get(self, experiment: str, config: Any, version: int | str) -> dict | None:
-        """The stored record for exactly this config, or None."""
-        path = self.path(experiment, config_hash(config, version))
+    def checkpoint_dir(self, run: Any) -> Path:
+        return self.cache / "ckpt" / run.kind / key(run)
+
+    def get(self, run: Any) -> dict | None:
+        """The stored record of exactly this run (config and version), or None."""
+        path = self.path(run)
         if not path.exists():
             return None
         record = json.loads(path.read_text())
-        if record.get("config") != canonical(config) or record.get("version") != version:
+        if record.get("config") != canonical(run) or record.get("version") != run.version:
             return None
         return record
 
-    def put(self, experiment: str, config: Any, version: int | str, result: dict, meta: dict | None = None) -> dict:
-        key = config_hash(config, version)
-        record = {"key": key, "experiment": experiment, "version": version, "profile": self.profile,
-                  "config": canonical(config), "meta": meta or {}, "result": result}
-        atomic_write_text(self.path(experiment, key), json.dumps(record, indent=1, sort_keys=True) + "\n")
+    def put(self, run: Any, result: dict, meta: dict | None = None) -> dict:
+        """Write the record of `run` atomically (replacing any older one) and return it."""
+        record = {"key": key(run), "experiment": run.kind, "version": run.version, "profile": self.profile,
+                  "config": canonical(run), "meta": meta or {}, "result": result}
+        atomic_write_text(self.path(run), json.dumps(record, indent=1, sort_keys=True) + "\n")
         return record
 
-    def status(self, experiment: str, configs: Iterable[Any], version: int | str) -> dict:
-        """Which of `configs` are done and missing, and which stored records no config produces (stale)."""
-        keys = {config_hash(c, version): c for c in configs}
-        folder = self.root / self.profile / experiment
-        stored = {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
-        done = [k for k in keys if k in stored and self.get(experiment, keys[k], version) is not None]
-        return {"done": done, "missing": [k for k in keys if k not in done], "stale": sorted(stored - set(keys))}
+    def keys(self, kind: str) -> set[str]:
+        """The keys of every record stored for `kind`, current or not."""
+        folder = self.folder(kind)
+        return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
+
+
+def key(run: Any) -> str:
+    """A run's key in the store: the hash of its config and its kind's version."""
+    return config_hash(run, run.version)
 
 
 def migrate(root: str | os.PathLike, profile: str, kinds: dict[str, type]) -> dict[str, str]:

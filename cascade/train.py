@@ -22,6 +22,7 @@ from .data import Loader, Split
 
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("sgd",)  # the training loop takes its optimizer by name from the config (`make_optimizer`)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 128
+    optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -55,6 +57,7 @@ class TrainConfig:
         # Lazy checks, in order, so a wrongly typed value ("10" for epochs) is reported, not a TypeError.
         checks = [
             ("lr_schedule", lambda: self.lr_schedule in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
+            ("optimizer", lambda: self.optimizer in OPTIMIZERS, ", ".join(OPTIMIZERS)),
             ("precision", lambda: self.precision in PRECISIONS, ", ".join(PRECISIONS)),
             ("epochs", lambda: _is_int(self.epochs) and self.epochs >= 0, "an int >= 0"),
             ("batch_size", lambda: _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
@@ -248,6 +251,14 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     return [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` names, over `param_groups(model, cfg)`."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay, foreach=True)
+    raise ValueError(f"optimizer={cfg.optimizer!r} is invalid; allowed: {', '.join(OPTIMIZERS)}")
+
+
 def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=None, callbacks=(),
           device=None, stats=None, quiet: bool = False, desc: str = "train") -> State:
     """Train `model` in place under `cfg` from epoch `cfg.start_epoch` to `cfg.epochs`.
@@ -256,6 +267,17 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
     optimizer step (one fused op each), so masked weights stay exactly 0 under momentum and
     weight decay. A `Checkpoint` callback makes the run resumable.
     """
+    state, loader = setup(model, train_set, cfg, mask=mask, device=device, stats=stats)
+    callbacks = list(callbacks)
+    restore(state, callbacks)
+    epochs(state, loader, 6 * macs(model, train_set), callbacks, quiet, desc)  # forward 2, backward 4 x MACs
+    return state
+
+
+def setup(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=None, device=None,
+          stats=None) -> tuple[State, Loader]:
+    """The state at `cfg.start_epoch` (model on its device and memory format, optimizer, mask installed) and the
+    loader whose batches depend only on (seed, epoch)."""
     guard_amx()
     keep_allocations()
     device = torch.device(device) if device is not None else default_device()
@@ -266,24 +288,36 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
                     device=device, channels_last=cfg.channels_last)
     if len(loader) == 0:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the training set ({len(train_set)}); allowed: <= it")
-    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay, foreach=True)
-    state = State(model, optimizer, cfg, stats, device, epoch=cfg.start_epoch,
+    state = State(model, make_optimizer(model, cfg), cfg, stats, device, epoch=cfg.start_epoch,
                   step=cfg.start_epoch * len(loader), steps_per_epoch=len(loader))
-    callbacks = list(callbacks)
-    ckpt = next((cb for cb in callbacks if isinstance(cb, Checkpoint)), None)
     if mask is not None:
         state.set_mask(mask)
-    if not (ckpt and ckpt.restore(state, callbacks)):
-        for cb in callbacks:
-            with phase(cb.phase):
-                cb.on_start(state)
-        state.history.append({"epoch": state.epoch, **state.metrics})
-        if ckpt is not None and (state.epoch in ckpt.keep or state.epoch >= cfg.epochs):
-            with phase(ckpt.phase):
-                ckpt.save(state, callbacks)  # rewinding to the starting weights, or a run with nothing to train
+    return state, loader
+
+
+def restore(state: State, callbacks: list) -> None:
+    """Resume from the `Checkpoint` callback's last checkpoint; without one, start: the callbacks' `on_start`, the
+    first history row, and a checkpoint of the start where rewinding needs it or nothing is left to train."""
+    ckpt = next((cb for cb in callbacks if isinstance(cb, Checkpoint)), None)
+    if ckpt and ckpt.restore(state, callbacks):
+        return
+    for cb in callbacks:
+        with phase(cb.phase):
+            cb.on_start(state)
+    state.history.append({"epoch": state.epoch, **state.metrics})
+    if ckpt is not None and (state.epoch in ckpt.keep or state.epoch >= state.cfg.epochs):
+        with phase(ckpt.phase):
+            ckpt.save(state, callbacks)  # rewinding to the starting weights, or a run with nothing to train
+
+
+def epochs(state: State, loader: Loader, flops_per_image: float, callbacks: list, quiet: bool = False,
+           desc: str = "train") -> None:
+    """The epoch loop from `state.epoch` to `cfg.epochs`: steps, step callbacks, epoch-end callbacks, checkpoints;
+    `flops_per_image` (model FLOPs of one trained image) is counted for the run's record."""
+    cfg, model, optimizer, device = state.cfg, state.model, state.optimizer, state.device
+    ckpt = next((cb for cb in callbacks if isinstance(cb, Checkpoint)), None)
     stepped = [cb for cb in callbacks if cb.every_steps]
-    key, flops_per_image = flops_key("train", cfg.precision), 6 * macs(model, train_set)  # forward 2, backward 4
+    key = flops_key("train", cfg.precision)
     bar = tqdm(total=(cfg.epochs - cfg.start_epoch) * len(loader), initial=state.step - cfg.start_epoch * len(loader),
                desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
     while state.epoch < cfg.epochs:
@@ -326,7 +360,6 @@ def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=No
             with phase(ckpt.phase):
                 ckpt.save(state, callbacks)
     bar.close()
-    return state
 
 
 class PruneSchedule(Callback):

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import core
-from . import runs as R
-from .backbone import SmallResNet, paired
-from .retrain import RetrainRun
+from .. import analysis, stats
+from .. import experiments as core
+from .. import runs as R
+from ..runs import RetrainRun
+from .backbone import SmallResNet
 
 
 def parse_ratios(text: str) -> tuple[float, ...]:
@@ -114,7 +115,7 @@ def rows(cfg: Config, records) -> pd.DataFrame:
         for (lr, init), run in tickets(cfg, seed).items():
             out.append({"study": "R2", "target": f"lr {lr:g}", "arm": init, "seed": seed, "run": run})
     for row in out:
-        result = stored[R.store_key(row.pop("run"))]
+        result = stored[row.pop("run").key]
         row.update(test_acc=result["final"]["test_acc"], macs=result["counts"]["macs_kept"],
                    params=result["counts"]["params_kept"], macs_dense=result["macs_dense"], epochs=result["epochs"],
                    sparsity=result["sparsity"])
@@ -123,9 +124,7 @@ def rows(cfg: Config, records) -> pd.DataFrame:
 
 def dense_rows(cfg: Config, records) -> pd.DataFrame:
     """Test accuracy of every dense model, by lr and seed."""
-    return pd.DataFrame([{"lr": run.train.lr, "seed": run.train.seed, "test_acc": rec["result"]["final"]["test_acc"],
-                          **{k: v for k, v in rec["result"]["counts"].items() if k in ("params", "macs")}}
-                         for run, rec in records if run.kind == R.PretrainRun.kind])
+    return analysis.dense_frame(records)[["lr", "seed", "test_acc", "params", "macs"]]
 
 
 def effects(table: pd.DataFrame, study: str, base: str) -> pd.DataFrame:
@@ -134,7 +133,7 @@ def effects(table: pd.DataFrame, study: str, base: str) -> pd.DataFrame:
     for target, g in table[table.study == study].groupby("target", sort=False):
         acc = g.pivot_table(index="seed", columns="arm", values="test_acc")
         for arm in [a for a in acc.columns if a != base]:
-            out.append({"target": target, "arm": arm, "minus": base, **paired(acc[arm], acc[base])})
+            out.append({"target": target, "arm": arm, "minus": base, **stats.paired(acc[arm], acc[base])})
     return pd.DataFrame(out)
 
 
@@ -142,7 +141,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean test accuracy with its 95% CI, MACs and parameters per (study, target, arm)."""
     out = []
     for (study, target, arm), g in table.groupby(["study", "target", "arm"], sort=False):
-        m, lo, hi = core.mean_ci(g.test_acc)
+        m, lo, hi = stats.mean_ci(g.test_acc)
         out.append({"study": study, "target": target, "arm": arm, "test_acc": m, "ci_lo": lo, "ci_hi": hi,
                     "macs": g.macs.mean(), "params": g.params.mean(), "epochs": g.epochs.mean(),
                     "sparsity": g.sparsity.mean(), "seeds": len(g)})
@@ -155,7 +154,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     structured = [t for t in cfg.targets(cfg.first_seed) if not t.startswith("U")]
     acc = r1[r1.target.isin(structured)].pivot_table(index=["seed", "target"], columns="arm", values="test_acc")
     per_seed = (acc["Scratch-B"] - acc["fine-tuned"]).groupby("seed").mean()
-    v1 = core.verdict(
+    v1 = stats.verdict(
         "R1", per_seed.tolist(), -cfg.delta,
         "Training the pruned architecture from scratch {word}: Scratch-B minus fine-tuned test accuracy, averaged "
         f"over the structured targets {', '.join(structured)}, is {{mean:+.4f}} (95% CI {{lo:+.4f}} to {{hi:+.4f}}, "
@@ -163,7 +162,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         condition=f"{cfg.model} w{cfg.width}, L1-filter targets {', '.join(cfg.stage_ratios)}")
     r2 = table[(table.study == "R2") & (table.target == f"lr {cfg.pretrain_lr:g}")]
     acc2 = r2.pivot_table(index="seed", columns="arm", values="test_acc")
-    v2 = core.verdict(
+    v2 = stats.verdict(
         "R2", (acc2["ticket"] - acc2["random"]).tolist(), cfg.delta,
         "That the winning ticket brings no improvement at the optimal learning rate {word}: ticket minus random "
         f"re-init test accuracy at lr {cfg.pretrain_lr:g} is {{mean:+.4f}} (95% CI {{lo:+.4f}} to {{hi:+.4f}}, "

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import core, phenomenon
-from . import runs as R
+from .. import analysis, stats
+from .. import experiments as core
+from .. import runs as R
+from . import phenomenon
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,10 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
 
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
-    frame = core.tracker_frame(records)
+    frame = analysis.tracker_frame(records)
     by = ("precision", "criterion", "fraction", "seed")
-    d_shed = core.final_delta(frame, "shed_tau0", by)
-    hist = core.history_frame(records)
+    d_shed = analysis.final_delta(frame, "shed_tau0", by)
+    hist = analysis.history_frame(records)
     acc = hist[hist.metric == "test_acc"]
     acc = acc[acc.epoch == acc.epoch.max()].set_index(list(by))["value"]
     table = pd.DataFrame({"d_shed_tau0": d_shed, "test_acc": acc}).reset_index()
@@ -49,7 +51,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         noise = wide[(q, "fp32")].groupby(["criterion", "fraction"]).std().mean()
         ratios.append((diff.abs() / noise).tolist() if noise > 0 else [float("inf")] * len(diff))
     per_seed = [max(a, b) for a, b in zip(*ratios)]
-    v = core.verdict("bf16", per_seed, 1.0,
+    v = stats.verdict("bf16", per_seed, 1.0,
                      "bf16 as a stand-in for fp32 {word}: the larger paired fp32-bf16 difference is {mean:.2f} "
                      "seed standard deviations (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; acceptable below 1).",
                      above=False, condition="bf16 vs fp32 fine-tuning")

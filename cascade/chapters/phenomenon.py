@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .. import analysis, stats
+from .. import experiments as core
+from .. import runs as R
 from ..shedding import TrackerConfig
-from . import core
-from . import runs as R
 from . import backbone
 from .backbone import Backbone
 
@@ -51,7 +52,7 @@ def seed_runs(cfg: Config, seed: int, precision: str) -> list[R.FinetuneRun]:
 
 
 def hot_runs(cfg: Config, seed: int) -> list[R.FinetuneRun]:
-    """The control and GMP at each fraction, fine-tuned at the `hot` condition, tracked for `backbone.decompose`."""
+    """The control and GMP at each fraction, fine-tuned at the `hot` condition, tracked for `analysis.decompose`."""
     if not cfg.hot:
         return []
     lr, wd, schedule = backbone.parse_point(cfg.hot)
@@ -70,14 +71,12 @@ def is_cold(cfg: Config, run) -> bool:
 
 def hot_analysis(cfg: Config, records) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The decomposition at the hot condition: one row per GMP run, and per fraction the means with E's CI."""
-    rows = backbone.final_rows(records)
-    dense = {run.train.seed: rec["result"]["final"]["test_acc"] for run, rec in records if run.kind == "pretrain"}
-    rows["dense_acc"] = rows.seed.map(dense)
-    dec = backbone.decompose(rows, ["lr", "weight_decay", "schedule"])
+    rows = analysis.with_dense_acc(analysis.final_rows(records), records)
+    dec = analysis.decompose(rows, ["lr", "weight_decay", "schedule"])
     cols = ["cascade", "temperature", "relaxation", "survivors_shed", "dead_bn_excess", "test_acc", "removal_acc",
             "dense_acc", "acc_drop"]
     table = dec.groupby("fraction")[cols].mean()
-    ci = dec.groupby("fraction").cascade.apply(lambda v: core.mean_ci(v.tolist()))
+    ci = dec.groupby("fraction").cascade.apply(lambda v: stats.mean_ci(v.tolist()))
     table["cascade_lo"], table["cascade_hi"] = [c[1] for c in ci], [c[2] for c in ci]
     table["n_seeds"] = dec.groupby("fraction").size()
     return dec, table
@@ -85,7 +84,7 @@ def hot_analysis(cfg: Config, records) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:
     """Per (criterion, fraction, seed): rise of shed share vs the control, in units of the pruned fraction."""
-    d = core.final_delta(frame, metric).rename("d_shed").reset_index()
+    d = analysis.final_delta(frame, metric).rename("d_shed").reset_index()
     ctrl = d[d.criterion == "none"].set_index(["fraction", "seed"])["d_shed"]
     d = d[d.criterion != "none"].copy()
     d["d_control"] = [ctrl[(f, s)] for f, s in zip(d.fraction, d.seed)]
@@ -96,19 +95,17 @@ def excess(frame: pd.DataFrame, metric: str = "shed_tau0") -> pd.DataFrame:
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     hot = [(r, rec) for r, rec in records if r.kind == "pretrain" or not is_cold(cfg, r)]
     records = [(r, rec) for r, rec in records if r.kind == "pretrain" or is_cold(cfg, r)]
-    frame = core.tracker_frame(records)
-    hist = core.history_frame(records)
+    frame = analysis.tracker_frame(records)
+    hist = analysis.history_frame(records)
     ex = excess(frame)
-    g = frame[frame.layer == "global"]
-    last = g[g.step == g.groupby("key").step.transform("max")]
-    final = last.pivot_table(index=["criterion", "fraction", "seed"], columns="metric", values="value")
+    final = analysis.last_global(frame).pivot_table(index=["criterion", "fraction", "seed"], columns="metric", values="value")
     acc = hist[hist.metric == "test_acc"]
     final["test_acc"] = acc[acc.epoch == acc.epoch.max()].set_index(["criterion", "fraction", "seed"])["value"]
     cols = ["test_acc", "removal_acc", "effective_sparsity", "shed_tau0", "dead_bn", "dead_filters"]
     summary = final[[c for c in cols if c in final]].groupby(["criterion", "fraction"]).mean()
     summary = summary.join(ex.groupby(["criterion", "fraction"])[["d_shed", "d_control", "excess_ratio"]].mean())
     per_seed = ex.groupby("seed").excess_ratio.mean().tolist()
-    v = core.verdict(
+    v = stats.verdict(
         "C1", per_seed, 1.0,
         "C1 {word} at our scale: after pruning, fine-tuning sheds {mean:.2f}x the pruned fraction beyond the "
         "unpruned control (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; threshold 1x).",

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import backbone, core
-from . import runs as R
+from .. import analysis, stats
+from .. import experiments as core
+from .. import runs as R
 from ..shedding import TrackerConfig
+from . import backbone
 from .backbone import SmallResNet
 
 POINT = ["lr", "weight_decay", "schedule", "batch_size", "epochs"]
@@ -117,11 +119,7 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
 # ------------------------------------------------------------------------------------------------ analysis
 def rows(records) -> pd.DataFrame:
     """One row per fine-tuning run: labels, final global measures, the dense model's accuracy."""
-    out = backbone.final_rows(records)
-    dense = {(run.model, run.train.seed): rec["result"]["final"]["test_acc"]
-             for run, rec in records if run.kind == "pretrain"}
-    out["dense_acc"] = [dense[(m, s)] for m, s in zip(out.model, out.seed)]
-    return out
+    return analysis.with_dense_acc(analysis.final_rows(records), records)
 
 
 QUANTITIES = ["cascade", "temperature", "relaxation", "survivors_shed", "dead_bn", "dead_bn_excess",
@@ -133,7 +131,7 @@ def point_table(dec: pd.DataFrame, seeds) -> pd.DataFrame:
     d = dec[dec.seed.isin(list(seeds))]
     g = d.groupby([*POINT, "fraction"])
     out = g[QUANTITIES].mean()
-    ci = g.cascade.apply(lambda v: core.mean_ci(v.tolist()))
+    ci = g.cascade.apply(lambda v: stats.mean_ci(v.tolist()))
     out["cascade_lo"] = [c[1] for c in ci]
     out["cascade_hi"] = [c[2] for c in ci]
     out["n_seeds"] = g.size()
@@ -157,14 +155,14 @@ def slopes(dec: pd.DataFrame, seeds) -> pd.DataFrame:
                 if g.fraction.nunique() > 2}
     s = pd.Series(per_seed, name="slope")
     s.index.names = [*POINT, "seed"]
-    out = pd.DataFrame([(*k, *core.mean_ci(v.tolist()), len(v)) for k, v in s.groupby(POINT)],
+    out = pd.DataFrame([(*k, *stats.mean_ci(v.tolist()), len(v)) for k, v in s.groupby(POINT)],
                        columns=[*POINT, "slope", "slope_lo", "slope_hi", "n_seeds"])
     return out.set_index(POINT)
 
 
 def curves(records, fractions) -> pd.DataFrame:
     """Per run and record: K(f) and D(f) at the run's own fraction, for the timing plots."""
-    frame = core.tracker_frame(records)
+    frame = analysis.tracker_frame(records)
     frame = frame[frame.layer == "global"]
     parts = []
     for f in fractions:
@@ -201,16 +199,15 @@ def matrix(table: pd.DataFrame, column: str, cfg: Config, schedule: str) -> pd.D
 
 def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
     if not cfg.confirm:
-        return {"claim": "C1", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 0,
-                "threshold": 1.0, "above": True, "condition": "exploration only: no confirmation point fixed",
-                "summary": "C1 is not yet tested here: the confirmation runs are not part of this configuration."}
+        return stats.no_estimate("C1", 1.0, "exploration only: no confirmation point fixed",
+                                 "C1 is not yet tested here: the confirmation runs are not part of this configuration.")
     lr, wd, schedule = backbone.parse_point(cfg.confirm)
     d = dec[(dec.lr == lr) & (dec.weight_decay == wd) & (dec.schedule == schedule) & (dec.fraction == cfg.fraction)
             & (dec.batch_size == cfg.batch_size) & (dec.epochs == cfg.finetune_epochs)
             & dec.seed.isin(list(cfg.confirm_seed_list()))]
     per_seed = d.sort_values("seed").cascade.tolist()
     drop = d.acc_drop.mean()
-    return core.verdict(
+    return stats.verdict(
         "C1", per_seed, 1.0,
         f"C1 {{word}} at the confirmed point lr={lr:g}, wd={wd:g}, {schedule} ({cfg.fraction:.0%} pruned by GMP, "
         f"{cfg.model} w{cfg.width}): pruning causes shedding of {{mean:.2f}}x the pruned fraction beyond the "
@@ -222,13 +219,13 @@ def verdict(cfg: Config, dec: pd.DataFrame) -> dict:
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     r = rows(records)
-    dec = backbone.decompose(r, POINT)
+    dec = analysis.decompose(r, POINT)
     explore = point_table(dec, cfg.seed_list())
     pick, survived = choose(cfg, explore)
     tables = {"rows": r, "decomposition": dec, "explore": explore, "choice": pd.Series(
                   {"point": pick, "accuracy_survives": survived}),
               "slopes": slopes(dec, cfg.seed_list()),
-              "history": core.history_frame(records)}
+              "history": analysis.history_frame(records)}
     if cfg.confirm:
         tables["confirm"] = point_table(dec, cfg.confirm_seed_list())
         tables["confirm_slopes"] = slopes(dec, cfg.confirm_seed_list())

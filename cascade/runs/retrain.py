@@ -26,10 +26,10 @@ import torch
 
 from .. import models, pruning
 from ..store import Store
-from ..timing import Stopwatch
 from ..train import Checkpoint, Evaluate, TrainConfig, load_weights, train
-from .runs import (PretrainRun, PruneConfig, Run, checkpointed, initial, pretrained, record_meta, register, splits,
-                   store_key, train_images)
+from .base import Run, load_network, register, splits, train_images
+from .finetune import PruneConfig
+from .pretrain import PretrainRun, initial
 
 INITS = ("trained", "rewind", "random")
 BUDGETS = ("epochs", "flops")
@@ -86,6 +86,9 @@ class RetrainRun(Run):
     def compute(self, store: Store, quiet: bool = True) -> dict:
         return retrained(self, store, quiet)
 
+    def checkpoints(self) -> tuple[str, ...]:
+        return ("last.pt",)
+
     def labels(self) -> dict:
         t, p = self.train, self.prune
         return {"model": self.pretrain.model, "criterion": p.criterion, "fraction": p.fraction,
@@ -100,8 +103,11 @@ class RetrainRun(Run):
         return self.rounds * scale * train_images(self.data, self.train)
 
     def network(self, store: Store) -> torch.nn.Module:
-        record = store.get(self.kind, self, self.version) or self.compute(store)
-        return checkpointed(self, store, _architecture(self, record["result"].get("mid_channels")))
+        record = store.get(self)
+        if record is None:
+            raise ValueError(f"retrain/{self.key} is not stored; allowed: a computed run (its record gives the "
+                             "thin architecture)")
+        return load_network(self, store, _architecture(self, record["result"].get("mid_channels")))
 
 
 def _architecture(run: RetrainRun, mid_channels: list[int] | None) -> torch.nn.Module:
@@ -121,8 +127,7 @@ def _source(run: RetrainRun, trained: torch.nn.Module, store: Store) -> torch.nn
         return _architecture(run, None)
     net = initial(run.pretrain)
     if run.rewind_epoch:
-        folder = store.checkpoint_dir(run.pretrain.kind, store_key(run.pretrain))
-        load_weights(folder / f"epoch_{run.rewind_epoch}.pt", net)
+        load_weights(store.checkpoint_dir(run.pretrain) / f"epoch_{run.rewind_epoch}.pt", net)
     return net
 
 
@@ -147,16 +152,11 @@ def budgeted(run: RetrainRun, macs_dense: int, macs: int) -> TrainConfig:
 
 
 def retrained(run: RetrainRun, store: Store, quiet: bool = True) -> dict:
-    """Record of `run`; computes (or resumes, round by round) it when it or its checkpoint is missing.
-    A stored record is never overwritten."""
-    record = store.get(run.kind, run, run.version)
-    ckdir = store.checkpoint_dir(run.kind, store_key(run))
-    if record is not None and (ckdir / "last.pt").exists():
-        return record
-    trained, _ = pretrained(run.pretrain, store, quiet)
+    """The result of `run`: prune, restart and train, round by round (each round resumes from its checkpoint)."""
+    trained = run.pretrain.network(store)
     train_set, test_set = splits(run.data)
+    ckdir = store.checkpoint_dir(run)
     macs_dense = models.count(trained)["macs"]
-    clock = Stopwatch()
     mask, gone, rounds = pruning.Mask.dense(trained), 0.0, []
     for i in range(1, run.rounds + 1):
         target = 1 - (1 - run.prune.fraction) ** (i / run.rounds)
@@ -175,4 +175,4 @@ def retrained(run: RetrainRun, store: Store, quiet: bool = True) -> dict:
     result = {**rounds[-1], "macs_dense": macs_dense, "rounds": rounds}
     if run.structured:
         result["mid_channels"] = [m.out_channels for n, m in trained.named_modules() if n.endswith(".conv1")]
-    return record or store.put(run.kind, run, run.version, result, record_meta(clock))
+    return result

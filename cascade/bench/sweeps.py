@@ -26,12 +26,15 @@ from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
 
-from . import executors
-from .experiments import get as experiment
-from .experiments import runs as R
-from .provenance import peak_rss_mb
-from .store import Store
-from .timing import Stopwatch
+from .. import executors
+from .. import runs as R
+from ..experiments import get as experiment
+from ..provenance import peak_rss_mb
+from ..store import Store
+from ..timing import Stopwatch
+from .clock import one_thread
+from .plan import DASK_CHAPTER, DASK_WORKERS, SWEEP_WORKERS, Plan, _log
+from .step import gemm_peak
 
 LOSSES = ("eval_tracker", "data", "setup_checkpoints", "start_imports", "dependencies", "end_idle")
 STEP_PHASES = ("step",)
@@ -53,7 +56,7 @@ def slice_runs(name: str, profile: str, seeds: tuple[int, ...]) -> list:
 def _measured(run, store: Store) -> dict:
     """In a sweep worker: compute `run` and say where its time went, with this process's peak memory."""
     clock = Stopwatch()
-    R.ensure(run, store)
+    run.ensure(store)
     return {"seconds": clock.elapsed(), "phases_s": clock.phases(), "model_flops": clock.model_flops(),
             "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
 
@@ -159,7 +162,7 @@ def dask_scaling(name: str, profile: str, seeds: tuple[int, ...], counts: tuple[
             cluster.close()
             flops: dict[str, float] = {}
             for run in runs:
-                for k, v in store.get(run.kind, run, run.version)["meta"]["model_flops"].items():
+                for k, v in store.get(run)["meta"]["model_flops"].items():
                     flops[k] = flops.get(k, 0.0) + v
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -168,3 +171,24 @@ def dask_scaling(name: str, profile: str, seeds: tuple[int, ...], counts: tuple[
     first = out["workers"][str(counts[0])]["wall_s"]
     out["speedup"] = {k: first / v["wall_s"] for k, v in out["workers"].items()}
     return out
+
+
+def sweeps(plan: Plan) -> dict:
+    """Each chapter's sweep slice, set against the per-core GEMM peak (the mean of one measured before the
+    sweeps and one after), and the Dask scaling."""
+    before = one_thread(lambda: gemm_peak(plan.gemm, plan.repeats))()
+    timelines = {}
+    for name in plan.sweeps:
+        _log(f"sweep {name} [{plan.sweep_profile}, seeds {plan.sweep_seeds}] on {SWEEP_WORKERS} workers")
+        timelines[name] = sweep(name, plan.sweep_profile, plan.sweep_seeds, SWEEP_WORKERS, _log)
+    dask = None
+    if plan.dask:
+        _log(f"Dask: {DASK_CHAPTER} on {' and '.join(map(str, DASK_WORKERS))} local workers")
+        dask = dask_scaling(DASK_CHAPTER, plan.sweep_profile, plan.sweep_seeds, DASK_WORKERS, _log)
+    after = one_thread(lambda: gemm_peak(plan.gemm, plan.repeats))()
+    peak = {p: (before[p] + after[p]) / 2 for p in before}
+    if dask:
+        for n, w in dask["workers"].items():
+            w["efficiency"] = at_peak_s(w["model_flops"], peak) / (w["wall_s"] * int(n))
+    return {"sweeps": {k: summary(t, peak) for k, t in timelines.items()}, "dask_scaling": dask,
+            "core_gemm_flops_per_s": {"before": before, "after": after, "used": peak}}

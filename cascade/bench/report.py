@@ -1,6 +1,6 @@
 """Renders `python -m cascade bench`'s bench.json: one Markdown text for the CLI and the book, and its figure.
 
-Kept apart from `bench`, which measures: the book renders a stored report without importing the measuring code.
+Kept apart from `suite`, which measures: the book renders a stored report without importing the measuring code.
 """
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .doctor import TOLERANCE
-from .report import markdown_table
+from ..doctor import TOLERANCE
+from ..report import markdown_table
 
 
 def threads_text(t: dict) -> str:

@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import models
+from .. import analysis, models, stats
+from .. import experiments as core
+from .. import runs as R
 from ..shedding import TrackerConfig
 from ..train import TrainConfig
-from . import core
-from . import runs as R
 from .backbone import Backbone
 
 CONDITIONS = ("hot", "cold")
@@ -122,9 +122,7 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
 
 def final_table(cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run: model, condition, criterion, fraction, seed, effective_sparsity, removal_acc."""
-    g = frame[frame.layer == "global"]
-    last = g[g.step == g.groupby("key").step.transform("max")]
-    t = last.pivot_table(index=["model", "lr", "weight_decay", "criterion", "fraction", "seed"], columns="metric",
+    t = analysis.last_global(frame).pivot_table(index=["model", "lr", "weight_decay", "criterion", "fraction", "seed"], columns="metric",
                          values="value")[["effective_sparsity", "removal_acc"]].reset_index()
     t.insert(1, "condition", [cfg.condition(lr, wd) for lr, wd in zip(t.lr, t.weight_decay)])
     return t.drop(columns=["lr", "weight_decay"])
@@ -182,18 +180,18 @@ def layer_shed(cfg: Config, frame: pd.DataFrame, metric: str = "shed_tau0", epoc
 
 
 def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
-    frame = core.tracker_frame(records)
+    frame = analysis.tracker_frame(records)
     final = final_table(cfg, frame)
     eff = effects(cfg, gaps(final))
     first, second = cfg.arch(0)[0], cfg.arch(1)[0]
     c2 = eff.loc[first].c2_effect
     c3 = (c2 - eff.loc[second].c2_effect).dropna()
-    v2 = core.verdict(
+    v2 = stats.verdict(
         "C2", c2.tolist(), 0.01,
         f"C2 {{word}} on {first}: hot fine-tuning closes {{mean:.3f}} of random pruning's accuracy gap to GMP at "
         "equal effective sparsity, relative to cold fine-tuning (95% CI {lo:.3f} to {hi:.3f}, n={n} seeds; "
         "threshold 0.01).", condition=f"{first}, hot vs cold fine-tuning")
-    v3 = core.verdict(
+    v3 = stats.verdict(
         "C3", c3.tolist(), 0.0,
         f"C3 {{word}}: the gap closed by the cascade is {{mean:.3f}} larger on {first} than on {second} "
         "(95% CI {lo:.3f} to {hi:.3f}, n={n} paired seeds; threshold 0).", condition=f"{first} vs {second}")

@@ -1,4 +1,4 @@
-"""The dense model every chapter starts from, and the helpers that turn its runs' records into effects.
+"""The dense model every chapter starts from, and the fine-tuning arms that chapters build on it.
 
 An experiment's `Config` subclasses `Backbone` (fields stay flat, so `-p name=value` and papermill set them
 directly), overrides the defaults it needs, and adds its own fields. Pre-training and fine-tuning have separate
@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-from scipy import stats
-
 from .. import models, train
+from .. import runs as R
 from ..shedding import TrackerConfig
 from ..train import TrainConfig
-from . import core
-from . import runs as R
 
 
 def parse_point(text: str) -> tuple[float, float, str]:
@@ -99,56 +95,3 @@ def arms(bb: Backbone, seed: int, ft: TrainConfig, fractions, control_fraction: 
     pre = bb.pretrain(seed)
     return [R.FinetuneRun(pre, R.PruneConfig("none", control_fraction, seed), ft, tracker),
             *(R.FinetuneRun(pre, R.PruneConfig("gmp", f, seed), ft, tracker) for f in fractions)]
-
-
-def final_rows(records) -> pd.DataFrame:
-    """One row per fine-tuning run: its labels, its last global tracker values and its final test accuracy."""
-    frame = core.tracker_frame(records)
-    g = frame[frame.layer == "global"]
-    last = g[g.step == g.groupby("key").step.transform("max")]
-    labels = [c for c in frame.columns if c not in ("epoch", "step", "layer", "metric", "value")]
-    out = last.pivot_table(index=labels, columns="metric", values="value").reset_index()
-    acc = {rec["key"]: rec["result"]["final"].get("test_acc") for _, rec in records if "tracker" in rec["result"]}
-    out["test_acc"] = out.key.map(acc)
-    out.columns.name = None
-    return out
-
-
-def over_control(rows: pd.DataFrame, columns: list[str], on: list[str]) -> pd.DataFrame:
-    """The pruned rows with `<column>_control` (the unpruned run that matches on `on`) and
-    `<column>_excess` (pruned minus control) added for each column."""
-    ctrl = rows[rows.criterion == "none"].set_index(on)[columns].add_suffix("_control")
-    out = rows[rows.criterion != "none"].join(ctrl, on=on)
-    for c in columns:
-        out[f"{c}_excess"] = out[c] - out[f"{c}_control"]
-    return out.reset_index(drop=True)
-
-
-def paired(a: pd.Series, b: pd.Series) -> dict:
-    """Per-seed paired effect a - b (both indexed by seed): mean, 95% t-interval and the paired t-test's p."""
-    d = (a - b).dropna()
-    m, lo, hi = core.mean_ci(d.tolist())
-    p = float(stats.ttest_rel(a[d.index], b[d.index]).pvalue) if len(d) > 1 else float("nan")
-    return {"effect": m, "ci_lo": lo, "ci_hi": hi, "p": p, "n_seeds": len(d)}
-
-
-def decompose(rows: pd.DataFrame, on: list[str]) -> pd.DataFrame:
-    """Per GMP-pruned run (rows from `final_rows` of runs tracked by `decomposition_tracker`, with `dense_acc`):
-    (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation` K_c, where the control
-    is the unpruned run that matches on `on` and the seed; also excesses of scale-aware measures over the control
-    and `acc_drop`, the dense accuracy minus the accuracy after removing the shed weights."""
-    ctrl = rows[rows.criterion == "none"].set_index([*on, "seed"])
-    scale = ["dead_bn", "dead_filters", "shed_rms@0.05"]
-    out = []
-    for f, g in rows[rows.criterion == "gmp"].groupby("fraction"):
-        k, d = f"kept_shed@{f:g}", f"shed_gmp@{f:g}"
-        pruned = g.join(ctrl[[k, d, "test_acc", *scale]].add_suffix("_control"), on=[*on, "seed"])
-        pruned["cascade"] = (1 - f) * (pruned[k] - pruned[f"{k}_control"]) / f
-        pruned["temperature"] = pruned[f"{d}_control"] - f
-        pruned["relaxation"] = pruned[f"{k}_control"]
-        pruned["survivors_shed"] = pruned[k]
-        for m in scale:
-            pruned[f"{m}_excess"] = pruned[m] - pruned[f"{m}_control"]
-        pruned["acc_drop"] = pruned.dense_acc - pruned.removal_acc
-        out.append(pruned.drop(columns=[k, d, f"{k}_control", f"{d}_control"]))
-    return pd.concat(out, ignore_index=True)

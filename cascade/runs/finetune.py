@@ -1,0 +1,100 @@
+"""Run kind `finetune`: prune a pre-trained model one-shot, then fine-tune it while the shedding tracker watches."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from .. import pruning
+from ..shedding import Tracker, TrackerConfig
+from ..store import Store
+from ..train import Checkpoint, Evaluate, TrainConfig, train
+from .base import DataConfig, Run, load_network, register, splits, train_images
+from .pretrain import PretrainRun, initial
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """`criterion="none"` is the unpruned control: the tracker still uses GMP's tau0 at `fraction`.
+    `stage_ratios` (with fraction 0) and `skip` are l1-filter's per-stage shares and dense blocks."""
+
+    criterion: str
+    fraction: float
+    seed: int = 0
+    stage_ratios: tuple[float, ...] = ()
+    skip: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        allowed = ("none", *pruning.CRITERIA)
+        if self.criterion not in allowed:
+            raise ValueError(f"unknown criterion {self.criterion!r}; allowed: {', '.join(allowed)}")
+        if not 0 <= self.fraction < 1:
+            raise ValueError(f"fraction={self.fraction!r} is invalid; allowed: [0, 1)")
+        if (self.stage_ratios or self.skip) and self.criterion != "l1-filter":
+            raise ValueError(f"stage_ratios={self.stage_ratios!r}, skip={self.skip!r} are invalid for criterion "
+                             f"{self.criterion!r}; allowed: empty, or criterion 'l1-filter'")
+        if self.stage_ratios and self.fraction:
+            raise ValueError(f"fraction={self.fraction!r} is invalid with stage_ratios; allowed: 0")
+
+    def apply(self, model: torch.nn.Module, mask: pruning.Mask | None = None,
+              fraction: float | None = None) -> pruning.Mask:
+        """The mask this config prunes `model` to (from `mask`'s survivors; `fraction` overrides its own)."""
+        opts = {k: v for k, v in (("stage_ratios", self.stage_ratios), ("skip", self.skip)) if v}
+        return pruning.prune(model, self.criterion, self.fraction if fraction is None else fraction,
+                             seed=self.seed, mask=mask, **opts)
+
+
+@register
+@dataclass(frozen=True)
+class FinetuneRun(Run):
+    """Prune a pre-trained model one-shot, then fine-tune it while the shedding tracker watches."""
+
+    kind: ClassVar[str] = "finetune"
+    version: ClassVar[int] = 1
+    pretrain: PretrainRun
+    prune: PruneConfig
+    finetune: TrainConfig
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def deps(self) -> tuple[Run, ...]:
+        return (self.pretrain,)
+
+    def compute(self, store: Store, quiet: bool = True) -> dict:
+        net = self.pretrain.network(store)
+        train_set, test_set = splits(self.data)
+        p = self.prune
+        tau0 = pruning.gmp_threshold(net, None, p.fraction)
+        dense = pruning.Mask.dense(net)
+        reference = {n: w.detach().float().cpu().clone() for n, w in net.named_parameters() if n in dense}
+        mask = None if p.criterion == "none" else p.apply(net)
+        tracker = Tracker(self.tracker, mask if mask is not None else dense, tau0, test_set=test_set,
+                          reference=reference)
+        state = train(net, train_set, self.finetune, mask=mask, stats=train_set.stats(), quiet=quiet,
+                      callbacks=[Evaluate(test_set), tracker, Checkpoint(store.checkpoint_dir(self))],
+                      desc=f"{p.criterion} {p.fraction:g} s{self.finetune.seed}")
+        result = {"tau0": tau0, "sparsity": mask.sparsity() if mask is not None else 0.0,
+                  "history": state.history, "final": state.history[-1],
+                  "tracker": [[*r[:4], float(f"{r[4]:.6g}")] for r in tracker.rows]}
+        if self.tracker.summaries:
+            result["summaries"] = tracker.summaries
+        return result
+
+    def labels(self) -> dict:
+        ft = self.finetune
+        return {"model": self.pretrain.model, "criterion": self.prune.criterion, "fraction": self.prune.fraction,
+                "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "schedule": ft.lr_schedule,
+                "batch_size": ft.batch_size, "epochs": ft.epochs, "precision": ft.precision}
+
+    def cost(self) -> float:
+        return train_images(self.data, self.finetune)
+
+    @property
+    def data(self) -> DataConfig:
+        return self.pretrain.data
+
+    def checkpoints(self) -> tuple[str, ...]:
+        return ("last.pt",)
+
+    def network(self, store: Store) -> torch.nn.Module:
+        return load_network(self, store, initial(self.pretrain))

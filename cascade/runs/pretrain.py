@@ -1,0 +1,63 @@
+"""Run kind `pretrain`: a dense model trained from scratch, the start of every chapter."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .. import models
+from ..store import Store
+from ..train import Checkpoint, Evaluate, TrainConfig, train
+from .base import DataConfig, Run, load_network, register, splits, train_images
+
+
+@register
+@dataclass(frozen=True)
+class PretrainRun(Run):
+    """Train a dense model from scratch (its seed is `train.seed`)."""
+
+    kind: ClassVar[str] = "pretrain"
+    version: ClassVar[int] = 1
+    data: DataConfig
+    model: str
+    width: int
+    train: TrainConfig
+    keep_epochs: tuple[int, ...] = ()  # epochs whose weights are kept for weight rewinding (0: the init)
+
+    def __post_init__(self):
+        if self.model not in models.names():
+            raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(models.names())}")
+        if not all(isinstance(e, int) and 0 <= e <= self.train.epochs for e in self.keep_epochs):
+            raise ValueError(f"keep_epochs={self.keep_epochs!r} is invalid; allowed: epochs in "
+                             f"[0, {self.train.epochs}]")
+
+    def compute(self, store: Store, quiet: bool = True) -> dict:
+        train_set, test_set = splits(self.data)
+        net = initial(self)
+        state = train(net, train_set, self.train, quiet=quiet, desc=f"pretrain {self.model} s{self.train.seed}",
+                      callbacks=[Evaluate(test_set), Checkpoint(store.checkpoint_dir(self), self.keep_epochs)])
+        return {"epochs": self.train.epochs, "history": state.history, "final": state.history[-1],
+                "counts": models.count(net)}
+
+    def labels(self) -> dict:
+        t = self.train
+        return {"model": self.model, "width": self.width, "seed": t.seed, "lr": t.lr, "weight_decay": t.weight_decay,
+                "batch_size": t.batch_size, "epochs": t.epochs, "precision": t.precision}
+
+    def cost(self) -> float:
+        return train_images(self.data, self.train)
+
+    def checkpoints(self) -> tuple[str, ...]:
+        return ("last.pt", *(f"epoch_{e}.pt" for e in self.keep_epochs))
+
+    def network(self, store: Store) -> torch.nn.Module:
+        return load_network(self, store, initial(self))
+
+
+def initial(run: PretrainRun) -> torch.nn.Module:
+    """The untrained network of `run`: its init is a function of its seed (the lottery ticket's init)."""
+    train_set, _ = splits(run.data)
+    torch.manual_seed(run.train.seed)
+    return models.build(run.model, in_channels=train_set.in_channels, num_classes=train_set.num_classes,
+                        width=run.width)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pandas as pd
 from tqdm import tqdm
 
-from . import executors
+from . import data, executors
 from . import runs as R
 from .store import Store, from_canonical
 
@@ -223,6 +223,10 @@ def compute(label: str, runs: list, store: Store, force: bool = False, quiet: bo
         raise ValueError(f"{len(work)} runs of {label} [{store.profile}] must be computed and {READ_ONLY} is "
                          f"set; allowed: only stored runs (compute them with "
                          f"`python -m cascade run {label} --profile {store.profile}`)")
+    for cfg in {r.data for r in work if hasattr(r, "data")}:
+        if not data.available(cfg.dataset):
+            raise ValueError(f"dataset={cfg.dataset!r} is not available here (no files, and nothing downloads at run "
+                             f"time); allowed: {', '.join(n for n in data.DATASETS if data.available(n))}")
     client = executors.connect(scheduler) if work else None
     with tqdm(total=len(work), desc=f"{label} [{store.profile}]", disable=quiet or not work, unit="run") as bar:
         executors.compute(work, store, workers, client, bar.update, force=force)

@@ -22,6 +22,7 @@ from .data import Loader, Split
 
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
+SEEDS = 2 ** 32  # seeds are below this: the loader seeds a generator with seed * 100_003 + epoch
 OPTIMIZERS = ("sgd",)  # the training loop takes its optimizer by name from the config (`make_optimizer`)
 
 
@@ -61,10 +62,12 @@ class TrainConfig:
             ("precision", lambda: self.precision in PRECISIONS, ", ".join(PRECISIONS)),
             ("epochs", lambda: _is_int(self.epochs) and self.epochs >= 0, "an int >= 0"),
             ("batch_size", lambda: _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
-            ("lr", lambda: self.lr >= 0, "a float >= 0"),
+            ("lr", lambda: 0 <= self.lr < math.inf, "a finite float >= 0"),
             ("momentum", lambda: 0 <= self.momentum < 1, "a float in [0, 1)"),
             ("nesterov", lambda: not self.nesterov or self.momentum > 0, "False when momentum is 0"),
-            ("weight_decay", lambda: self.weight_decay >= 0, "a float >= 0"),
+            ("weight_decay", lambda: 0 <= self.weight_decay < math.inf, "a finite float >= 0"),
+            ("gamma", lambda: 0 < self.gamma < math.inf, "a finite float > 0"),
+            ("seed", lambda: _is_int(self.seed) and 0 <= self.seed < SEEDS, f"an int in [0, {SEEDS})"),
             ("warmup_epochs", lambda: _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
              f"an int in [0, epochs={self.epochs}]"),
             ("start_epoch", lambda: _is_int(self.start_epoch) and 0 <= self.start_epoch <= self.epochs,

@@ -123,6 +123,10 @@ class DataConfig:
     def __post_init__(self):
         if self.dataset not in data.DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(data.DATASETS)}")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name}={value!r} is invalid; allowed: an int >= 1, or None (the whole split)")
 
 
 @functools.lru_cache(maxsize=4)

@@ -57,6 +57,12 @@ class FinetuneRun(Run):
     finetune: TrainConfig
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
+    def __post_init__(self):
+        size = self.pretrain.data.train_size
+        if size is not None and self.finetune.batch_size > size:
+            raise ValueError(f"batch_size={self.finetune.batch_size} exceeds the training set (train_size={size}); "
+                             "allowed: <= it")
+
     def deps(self) -> tuple[Run, ...]:
         return (self.pretrain,)
 

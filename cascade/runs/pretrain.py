@@ -28,6 +28,11 @@ class PretrainRun(Run):
     def __post_init__(self):
         if self.model not in models.names():
             raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(models.names())}")
+        if not isinstance(self.width, int) or isinstance(self.width, bool) or self.width < 1:
+            raise ValueError(f"width={self.width!r} is invalid; allowed: an int >= 1")
+        if self.data.train_size is not None and self.train.batch_size > self.data.train_size:
+            raise ValueError(f"batch_size={self.train.batch_size} exceeds the training set "
+                             f"(train_size={self.data.train_size}); allowed: <= it")
         if not all(isinstance(e, int) and 0 <= e <= self.train.epochs for e in self.keep_epochs):
             raise ValueError(f"keep_epochs={self.keep_epochs!r} is invalid; allowed: epochs in "
                              f"[0, {self.train.epochs}]")

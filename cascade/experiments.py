@@ -225,8 +225,8 @@ def compute(label: str, runs: list, store: Store, force: bool = False, quiet: bo
                          f"`python -m cascade run {label} --profile {store.profile}`)")
     for cfg in {r.data for r in work if hasattr(r, "data")}:
         if not data.available(cfg.dataset):
-            raise ValueError(f"dataset={cfg.dataset!r} is not available here (no files, and nothing downloads at run "
-                             f"time); allowed: {', '.join(n for n in data.DATASETS if data.available(n))}")
+            raise ValueError(f"dataset={cfg.dataset!r} is not available here (nothing downloads at run time); "
+                             f"allowed: a dataset whose files are here ({data.HOW_TO_GET.get(cfg.dataset, '')})")
     client = executors.connect(scheduler) if work else None
     with tqdm(total=len(work), desc=f"{label} [{store.profile}]", disable=quiet or not work, unit="run") as bar:
         executors.compute(work, store, workers, client, bar.update, force=force)

@@ -57,7 +57,7 @@ def _print_price(args) -> int:
           f"{len(price['tasks'])} to compute")
     for t in price["tasks"]:
         est = "?" if t["estimated_s"] is None else f"{t['estimated_s']:.0f} s"
-        print(f"  {t['kind']:9s} {t['key']}  {t['why']:18s} {est}")
+        print(f"  {t['kind']:9s} {t['key']}  {t['why']:18s} {est}" + (f"  ({t['problem']})" if "problem" in t else ""))
     if price["tasks"]:
         print(f"estimated: {_minutes(price['estimated_s'])} of compute, {_minutes(price['wall_s'])} of wall time on "
               f"{price['workers']} worker(s)")
@@ -81,6 +81,9 @@ def cmd_status(args) -> int:
         missing = sum(t["why"] == "record missing" for t in p["tasks"])
         eta = "" if not p["tasks"] else f", {len(p['tasks'])} tasks, about {_minutes(p['estimated_s'])} of compute"
         print(f"{p['experiment']:14s} done {p['stored']:3d}  missing {missing:3d}{eta}")
+        for t in p["tasks"]:
+            if "problem" in t:
+                print(f"  corrupt: {t['problem']}")
     print(f"stale records (made by an older config or code version): {len(stale)}")
     for item in stale:
         print(f"  {item}")
@@ -150,7 +153,9 @@ def cmd_migrate(args) -> int:
     check_profile(args.profile)
     store = Store(args.profile)
     moved = migrate(store.root, args.profile, KINDS)
-    print(f"{len(moved)} records of {store.root / args.profile} moved to their current keys")
+    renamed = sum(old != new for old, new in moved.items())
+    print(f"{len(moved)} records of {store.root / args.profile} rewritten ({renamed} moved to their current keys, "
+          f"{len(moved) - renamed} given their digest); nothing recomputed")
     return 0
 
 

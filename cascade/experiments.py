@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import heapq
-import json
 import math
 import os
 import statistics
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from . import data, executors
 from . import runs as R
-from .store import Store, from_canonical
+from .store import Store, from_canonical, read_record
 
 PROFILES = ("smoke", "paper", "full")
 # Set (to anything) to forbid computing: nbval re-executes the notebooks against the committed store with it, so
@@ -261,11 +260,11 @@ class Estimator:
         if kind not in self._rates:
             out = []
             for path in sorted(self.store.folder(kind).glob("*.json")):
-                rec = json.loads(path.read_text())
                 try:
+                    rec = read_record(path, R.KINDS[kind].schema)
                     other = from_canonical(R.KINDS[kind], rec["config"])
-                except (TypeError, ValueError):
-                    continue  # a stale record of an older schema
+                except (TypeError, ValueError, KeyError):
+                    continue  # a corrupt record, or a stale one of an older schema
                 if other.cost() > 0 and rec["meta"].get("wall_time_s"):
                     out.append((other.labels().get("model"), rec["meta"]["wall_time_s"] / other.cost()))
             self._rates[kind] = out
@@ -322,8 +321,9 @@ def price(name: str, profile: str = "paper", root=None, workers: int = 1, **para
     total = sum(seconds.values())
     wall = makespan([r for r, _ in work], seconds, workers) if not math.isnan(total) else math.nan
     return {"experiment": name, "profile": profile, "runs": len(runs), "stored": len(runs) - sum(
-                why == R.RECORD_MISSING for _, why in work),
-            "tasks": [{"kind": r.kind, "key": r.key, "why": why, "estimated_s": _round(seconds[r])} for r, why in work],
+                why in (R.RECORD_MISSING, R.RECORD_CORRUPT) for _, why in work),
+            "tasks": [{"kind": r.kind, "key": r.key, "why": why, "estimated_s": _round(seconds[r]),
+                       **({"problem": R.corrupt(r, store)} if why == R.RECORD_CORRUPT else {})} for r, why in work],
             "estimated_s": _round(total), "workers": workers, "wall_s": _round(wall)}
 
 

@@ -12,6 +12,11 @@ A field declared as a base class (a two-model evaluation takes any `Run`) holds 
 canonical form then carries the subclass's `kind`, by which `from_canonical` finds the subclass again.
 `from_canonical` rebuilds the config from a record (filling in defaults); `migrate` moves records made
 under an older canonical form to their current keys without recomputing anything.
+
+Integrity: every record carries `digest`, a sha256 over the rest of its content, and `get` checks it, the
+record's config, and the fields its kind's analysis reads (`Run.schema`: dotted path -> type). A record that fails
+is `CorruptRecord`, a one-line error naming its file: never used, listed by `status`, recomputed by `run`.
+Non-finite floats are written as null, so every record is valid JSON.
 """
 from __future__ import annotations
 
@@ -19,7 +24,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
+import numbers
 import os
+import re
 import tempfile
 import types
 import typing
@@ -148,39 +156,110 @@ def default_cache() -> Path:
     return Path(os.environ.get("CASCADE_CACHE", REPO / ".cache"))
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # what a profile or kind may be called: a folder, not a path
+
+
+class CorruptRecord(ValueError):
+    """A stored record that is not valid JSON, whose digest does not match, or that lacks a field its kind reads."""
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def digest(record: dict) -> str:
+    """sha256 (16 hex digits) over a record's content without its `digest`."""
+    text = json.dumps({k: v for k, v in record.items() if k != "digest"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+TYPES = {float: (numbers.Real,), int: (numbers.Integral,), list: (list,), dict: (dict,), str: (str,)}
+
+
+def schema_errors(record: dict, schema: dict[str, type]) -> list[str]:
+    """What `record` lacks of `schema` (dotted paths under `result` -> type; a float may be stored as an int)."""
+    out = []
+    for path, kind in {"key": str, "version": int, "config": dict, "meta": dict, "result": dict,
+                       **{f"result.{k}": v for k, v in schema.items()}}.items():
+        value = record
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            out.append(f"no {path}")
+        elif not isinstance(value, TYPES[kind]) or isinstance(value, bool):
+            out.append(f"{path} is a {type(value).__name__}, not a {kind.__name__}")
+    return out
+
+
+def read_record(path: Path, schema: dict[str, type] | None = None) -> dict:
+    """The record at `path`, checked (valid JSON, its digest, `schema`); CorruptRecord names the file otherwise."""
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptRecord(f"record {path} is not valid JSON ({e}); it is never used, and `run` recomputes it") \
+            from None
+    if not isinstance(record, dict):
+        raise CorruptRecord(f"record {path} is not a JSON object; it is never used, and `run` recomputes it")
+    if record.get("digest") != digest(record):
+        why = "has no digest (run `cascade migrate`)" if "digest" not in record else "does not match its digest " \
+              "(edited by hand?)"
+        raise CorruptRecord(f"record {path} {why}; it is never used, and `run` recomputes it")
+    problems = schema_errors(record, schema or {})
+    if problems:
+        raise CorruptRecord(f"record {path} fails its schema ({'; '.join(problems)}); it is never used, and `run` "
+                            "recomputes it")
+    return record
+
+
+def check_name(value: str, what: str) -> str:
+    """`value` if it can name a folder of the store (no separator, no '..'); else a one-line error."""
+    if not isinstance(value, str) or not NAME.match(value):
+        raise ValueError(f"{what}={value!r} is invalid; allowed: letters, digits, '-' and '_' (a folder name)")
+    return value
+
+
 class Store:
     """Run records of one profile, addressed by the run itself (its `kind`, `version` and config hash)."""
 
     def __init__(self, profile: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None):
-        self.profile = profile
+        self.profile = check_name(profile, "profile")
         self.root = Path(root) if root is not None else default_root()
         self.cache = Path(cache) if cache is not None else default_cache()
 
     def folder(self, kind: str) -> Path:
         """Where the records of run kind `kind` live."""
-        return self.root / self.profile / kind
+        return self.root / self.profile / check_name(kind, "kind")
 
     def path(self, run: Any) -> Path:
         return self.folder(run.kind) / f"{key(run)}.json"
 
     def checkpoint_dir(self, run: Any) -> Path:
-        return self.cache / "ckpt" / run.kind / key(run)
+        return self.cache / "ckpt" / check_name(run.kind, "kind") / key(run)
 
     def get(self, run: Any) -> dict | None:
-        """The stored record of exactly this run (config and version), or None."""
+        """The stored record of exactly this run (config and version), or None; CorruptRecord (naming the file)
+        when it is stored but fails its checks."""
         path = self.path(run)
         if not path.exists():
             return None
-        record = json.loads(path.read_text())
+        record = read_record(path, getattr(run, "schema", None))
         if record.get("config") != canonical(run) or record.get("version") != run.version:
             return None
         return record
 
     def put(self, run: Any, result: dict, meta: dict | None = None) -> dict:
         """Write the record of `run` atomically (replacing any older one) and return it."""
-        record = {"key": key(run), "experiment": run.kind, "version": run.version, "profile": self.profile,
-                  "config": canonical(run), "meta": meta or {}, "result": result}
-        atomic_write_text(self.path(run), json.dumps(record, indent=1, sort_keys=True) + "\n")
+        record = _finite({"key": key(run), "experiment": run.kind, "version": run.version, "profile": self.profile,
+                          "config": canonical(run), "meta": meta or {}, "result": result})
+        record["digest"] = digest(record)
+        atomic_write_text(self.path(run), json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n")
         return record
 
     def keys(self, kind: str) -> set[str]:
@@ -195,29 +274,38 @@ def key(run: Any) -> str:
 
 
 def migrate(root: str | os.PathLike, profile: str, kinds: dict[str, type]) -> dict[str, str]:
-    """Move the records of `profile` under `root` to the keys of the current canonical form; {old: new} moved.
+    """Move the records of `profile` under `root` to the keys of the current canonical form, and sign those without
+    a digest; {old: new} for each record moved or signed. Nothing is recomputed.
 
     Each record's config is rebuilt with `kinds[kind]` and re-keyed; the record is rewritten (new file first, then
-    the old one removed) with only its key and config changed. Records of another version, or whose config no
-    longer fits its class, are left where they are (`status` reports them as stale).
+    the old one removed) with only its key, config and digest changed. Records of another version, or whose config no
+    longer fits its class, are left where they are (`status` reports them as stale); a record that is not valid
+    JSON, fails its schema, or whose digest does not match is left as it is (`run` recomputes it).
     """
     moved = {}
     for kind, cls in kinds.items():
-        folder = Path(root) / profile / kind
+        folder = Path(root) / check_name(profile, "profile") / kind
         for path in sorted(folder.glob("*.json")) if folder.exists() else ():
-            record = json.loads(path.read_text())
-            if record.get("version") != cls.version:
+            try:
+                record = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if not isinstance(record, dict) or record.get("version") != cls.version:
+                continue
+            if ("digest" in record and record["digest"] != digest(record)) or \
+                    schema_errors(record, getattr(cls, "schema", {})):
                 continue
             try:
                 run = from_canonical(cls, record["config"])
             except (TypeError, ValueError):
                 continue
             key = config_hash(run, cls.version)
-            if key == path.stem and record["config"] == canonical(run):
+            if key == path.stem and record["config"] == canonical(run) and "digest" in record:
                 continue
             record.update(key=key, config=canonical(run))
+            record["digest"] = digest(record)
             atomic_write_text(path.with_name(f"{key}.json"), json.dumps(record, indent=1, sort_keys=True) + "\n")
             if key != path.stem:
                 path.unlink()
-                moved[path.stem] = key
+            moved[path.stem] = key
     return moved

@@ -26,11 +26,12 @@ from typing import ClassVar, TypeVar
 import torch
 
 from .. import data, provenance
-from ..store import Store, atomic_write_text, key
+from ..store import CorruptRecord, Store, atomic_write_text, key
 from ..timing import Stopwatch, phase
 from ..train import TrainConfig, default_device, load_weights
 
-RECORD_MISSING, CHECKPOINT_MISSING, FORCED = "record missing", "checkpoint missing", "forced"
+RECORD_MISSING, RECORD_CORRUPT, CHECKPOINT_MISSING, FORCED = ("record missing", "record corrupt", "checkpoint missing",
+                                                             "forced")
 REBUILT = "rebuilt.json"  # beside a checkpoint recomputed for a record that already existed: when and where
 
 
@@ -44,6 +45,8 @@ class Run:
 
     kind: ClassVar[str]
     version: ClassVar[int] = 1
+    # The result fields the kind's readers use (dotted path -> type): a stored record lacking one is corrupt.
+    schema: ClassVar[dict[str, type]] = {}
 
     def deps(self) -> tuple[Run, ...]:
         """Runs whose checkpoints this one reads: computed (or checkpointed) before it."""
@@ -81,7 +84,7 @@ class Run:
     def ensure(self, store: Store, quiet: bool = True, force: bool = False) -> dict:
         """The stored record of this run, computed when it (or, for a stored record, its checkpoint) is missing;
         with `force`, computed again from scratch and the record replaced. Its dependencies must be ready."""
-        record = None if force else store.get(self)
+        record = None if force else readable(self, store)
         if record is not None and self.has_checkpoint(store):
             return record
         for dep in self.deps():
@@ -200,8 +203,9 @@ def closure(runs) -> list[Run]:
 
 def plan(runs, store: Store, force: bool = False) -> list[tuple[Run, str]]:
     """What computing `runs` takes: (run, why) for each run of their closure that must be computed, dependencies
-    first. Why: `FORCED` (every run of `runs` with `force`), `RECORD_MISSING`, or `CHECKPOINT_MISSING` (stored,
-    but a run to be computed reads its checkpoint, which the cache lacks)."""
+    first. Why: `FORCED` (every run of `runs` with `force`), `RECORD_MISSING`, `RECORD_CORRUPT` (stored, but it
+    fails its checks: `corrupt` says why), or `CHECKPOINT_MISSING` (stored, but a run to be computed reads its
+    checkpoint, which the cache lacks)."""
     order = closure(runs)
     forced = set(runs) if force else set()
     dependants: dict[Run, list[Run]] = {r: [] for r in order}
@@ -212,11 +216,30 @@ def plan(runs, store: Store, force: bool = False) -> list[tuple[Run, str]]:
     for r in reversed(order):  # dependants before their dependencies
         if r in forced:
             why[r] = FORCED
-        elif store.get(r) is None:
+        elif not store.path(r).exists():
             why[r] = RECORD_MISSING
+        elif readable(r, store) is None:
+            why[r] = RECORD_CORRUPT if corrupt(r, store) else RECORD_MISSING
         elif any(d in why for d in dependants[r]) and not r.has_checkpoint(store):
             why[r] = CHECKPOINT_MISSING
     return [(r, why[r]) for r in order if r in why]
+
+
+def corrupt(run: Run, store: Store) -> str | None:
+    """The one-line reason the stored record of `run` fails its checks, or None."""
+    try:
+        store.get(run)
+    except CorruptRecord as e:
+        return str(e)
+    return None
+
+
+def readable(run: Run, store: Store) -> dict | None:
+    """The stored record of `run`, or None when it is missing or corrupt (which `plan` recomputes)."""
+    try:
+        return store.get(run)
+    except CorruptRecord:
+        return None
 
 
 def ensure_all(runs, store: Store, quiet: bool = True) -> list[dict]:

@@ -66,6 +66,9 @@ class CompareRun(Run):
     a: Run
     b: Run
     points: int = 11
+    schema: ClassVar[dict[str, type]] = {"alphas": list, "train_err": list, "barrier_train_err": float,
+                                         "barrier_train_loss": float, "barrier_test_err": float, "agreement": float,
+                                         "cka": float}
 
     def __post_init__(self):
         if not isinstance(self.points, int) or self.points < 2:

@@ -56,6 +56,8 @@ class FinetuneRun(Run):
     prune: PruneConfig
     finetune: TrainConfig
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    schema: ClassVar[dict[str, type]] = {"tau0": float, "sparsity": float, "history": list, "final.test_acc": float,
+                                         "tracker": list}
 
     def __post_init__(self):
         size = self.pretrain.data.train_size

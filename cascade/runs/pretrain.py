@@ -24,6 +24,7 @@ class PretrainRun(Run):
     width: int
     train: TrainConfig
     keep_epochs: tuple[int, ...] = ()  # epochs whose weights are kept for weight rewinding (0: the init)
+    schema: ClassVar[dict[str, type]] = {"epochs": int, "history": list, "final.test_acc": float, "counts": dict}
 
     def __post_init__(self):
         if self.model not in models.names():

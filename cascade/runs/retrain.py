@@ -52,6 +52,9 @@ class RetrainRun(Run):
     budget: str = "epochs"
     budget_cap: float = 2.0
     rounds: int = 1
+    schema: ClassVar[dict[str, type]] = {"sparsity": float, "epochs": int, "counts.macs_kept": int,
+                                         "counts.params_kept": int, "history": list, "final.test_acc": float,
+                                         "macs_dense": int, "rounds": list}
 
     def __post_init__(self):
         checks = [

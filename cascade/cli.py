@@ -6,6 +6,7 @@ Errors are one line on stderr with exit code 2, and are raised before any comput
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
@@ -246,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, BookError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        return 0
+    except OSError as e:  # a full disk, a folder made read-only mid-run: the system's reason and the file
+        hint = "; allowed: free space and writable folders for the store and the cache" \
+            if e.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT) else ""
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
 
 

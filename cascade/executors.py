@@ -44,24 +44,24 @@ def connect(scheduler: str | None = None):
                          "`dask scheduler` prints, e.g. tcp://127.0.0.1:8786") from None
 
 
-def compute(runs: list, store: Store, workers: int = 1, client=None, done: Callable[[], Any] = lambda: None,
-            force: bool = False) -> None:
-    """Compute the tasks `runs` (from `runs.plan`, dependencies first) into `store`, calling `done()` after each:
-    on the Dask cluster of `client` (see `connect`), or in `workers` local processes of one intra-op thread each.
-    With `force`, each is computed again and its record replaced when the new one is written."""
+def compute(runs: list, store: Store, workers: int = 1, client=None,
+            done: Callable[[Any, bool], Any] = lambda run, computed: None, force: bool = False) -> None:
+    """Compute the tasks `runs` (from `runs.plan`, dependencies first) into `store`, calling `done(run, computed)`
+    after each (computed False: another process had stored it meanwhile, and it was read back): on the Dask cluster of `client`
+    (see `connect`), or in `workers` local processes of one intra-op thread each. With `force`, each is computed
+    again and its record replaced when the new one is written."""
     if client is not None:
         on_dask(runs, store, client, done, force)
     elif workers == 1:
         for run in runs:
-            run.ensure(store, True, force)
-            done()
+            done(run, run.task(store, force))
     else:
         with local_pool(workers) as pool:
-            schedule(runs, lambda r: pool.submit(_ensure, r, store, force), done, slots=workers)
+            schedule(runs, lambda r: pool.submit(_task, r, store, force), done, slots=workers)
 
 
-def _ensure(run, store: Store, force: bool) -> dict:
-    return run.ensure(store, True, force)
+def _task(run, store: Store, force: bool) -> bool:
+    return run.task(store, force)
 
 
 def local_pool(workers: int) -> ProcessPoolExecutor:
@@ -78,8 +78,10 @@ def _worker_start() -> None:
     guard_amx()
 
 
-def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any], slots: int | None = None) -> None:
-    """Submit each of `runs` once those of its dependencies that are among `runs` have finished; wait for all.
+def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[Any, Any], Any],
+             slots: int | None = None) -> None:
+    """Submit each of `runs` once those of its dependencies that are among `runs` have finished; wait for all,
+    calling `done(run, result)` as each job ends.
 
     `runs` must list dependencies first. With `slots` (the workers), at most that many are submitted at a time,
     the ready run with the longest chain of cost still behind it first, so no worker idles at the end of a sweep
@@ -111,7 +113,7 @@ def schedule(runs: list, submit: Callable[[Any], Future], done: Callable[[], Any
             if job.exception() is not None:
                 error = error or job.exception()
                 continue
-            done()
+            done(r, job.result())
             for deps in waiting.values():
                 deps.discard(r)
     if error is not None:
@@ -153,7 +155,7 @@ def _remote(run, profile: str, own: dict | None, deps: list, force: bool) -> tup
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def on_dask(runs: list, store: Store, client, done: Callable[[], Any], force: bool = False) -> None:
+def on_dask(runs: list, store: Store, client, done: Callable[[Any, bool], Any], force: bool = False) -> None:
     """Compute `runs` on the Dask cluster of `client`, which it closes; records are written here, by the client."""
     from distributed import as_completed
 
@@ -171,5 +173,6 @@ def on_dask(runs: list, store: Store, client, done: Callable[[], Any], force: bo
         for future in as_completed(list(by_future)):
             record, files = future.result()
             run = by_future[future]
+            computed = force or store.get(run) is None or not run.has_checkpoint(store)
             _unpack(store, run, record, files, replace=force)
-            done()
+            done(run, computed)

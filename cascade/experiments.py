@@ -13,6 +13,7 @@ import heapq
 import math
 import os
 import statistics
+import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     try:
         if origin is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
+            # "0.05,0.3", or the Python and YAML forms "(0.05, 0.3)" and "[0.05, 0.3]" (papermill passes strings)
+            items = value.strip().strip("()[]").split(",") if isinstance(value, str) else list(value)
             return tuple(coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != "")
         if origin in (typing.Union, types.UnionType):
             if value is None or (isinstance(value, str) and value.lower() == "none"):
@@ -142,6 +144,10 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             return float(value)
         return str(value)
     except (ValueError, TypeError):
+        if origin is tuple:
+            item = getattr(args[0], "__name__", args[0])
+            raise ValueError(f"{name}={value!r} is invalid; allowed: values of type {item} as 'a,b', '(a, b)' or "
+                             f"'[a, b]' (papermill: -p {name} a,b)") from None
         raise ValueError(f"{name}={value!r} is invalid; allowed: a value of type {getattr(hint, '__name__', hint)}") \
             from None
 
@@ -214,8 +220,8 @@ def check_workers(workers) -> None:
 def compute(label: str, runs: list, store: Store, force: bool = False, quiet: bool = False, workers: int = 1,
             scheduler: str | None = None) -> list:
     """Compute what `runs` need (`runs.plan`; all of them with `force`) for `label` (a chapter, or the book);
-    return the tasks that ran. Every check (workers, read-only store, scheduler address) comes before anything is
-    computed or replaced."""
+    return the tasks this call computed (not those another process stored meanwhile). Every check (workers,
+    read-only store, writable store, data, scheduler address) comes before anything is computed or replaced."""
     check_workers(workers)
     work = [r for r, _ in R.plan(runs, store, force)]
     if work and os.environ.get(READ_ONLY):
@@ -226,10 +232,30 @@ def compute(label: str, runs: list, store: Store, force: bool = False, quiet: bo
         if not data.available(cfg.dataset):
             raise ValueError(f"dataset={cfg.dataset!r} is not available here (nothing downloads at run time); "
                              f"allowed: a dataset whose files are here ({data.HOW_TO_GET.get(cfg.dataset, '')})")
+    if work:
+        writable(store)
     client = executors.connect(scheduler) if work else None
+    computed = set()
     with tqdm(total=len(work), desc=f"{label} [{store.profile}]", disable=quiet or not work, unit="run") as bar:
-        executors.compute(work, store, workers, client, bar.update, force=force)
-    return work
+        def done(run, ran: bool) -> None:
+            if ran:
+                computed.add(run)
+            bar.update()
+
+        executors.compute(work, store, workers, client, done, force=force)
+    return [r for r in work if r in computed]
+
+
+def writable(store: Store) -> None:
+    """A one-line error, before any compute, when the store's records or checkpoints cannot be written."""
+    for folder, what in ((store.root / store.profile, "results"), (store.cache, "cache")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as e:
+            raise ValueError(f"the {what} folder {folder} is not writable ({e.strerror}); allowed: a writable "
+                             f"folder (set CASCADE_{what.upper()} to move it)") from None
 
 
 def execute(exp: Experiment, cfg, store: Store, force: bool = False, quiet: bool = False, workers: int = 1,

@@ -204,6 +204,9 @@ def diff(rev: str, profile: str = "paper", everything: bool = False) -> list[dic
     git = ["git", "-C", str(repo)]
     if subprocess.run([*git, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True).returncode:
         raise ValueError(f"unknown revision {rev!r}; allowed: a commit, branch or tag of {repo}")
+    if subprocess.run([*git, "cat-file", "-e", f"{rev}:cascade/report.py"], capture_output=True).returncode:
+        raise ValueError(f"revision {rev!r} predates the package (it has no cascade/report.py, so no claims table); "
+                         "allowed: a later commit")
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run([*git, "archive", "--format=tar", rev], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)

@@ -223,24 +223,58 @@ class Checkpoint(Callback):
             os.replace(tmp, self.dir / name)
 
     def restore(self, state: State, callbacks) -> bool:
+        """Resume from `last.pt`; False when there is none, or when it cannot be read (it is then deleted, and the
+        run starts over). One that reads but does not fit the run is deleted too, raising RestartRun, as the state
+        may be half loaded by then."""
         path = self.dir / "last.pt"
         if not path.exists():
             return False
-        ck = torch.load(path, map_location=state.device, weights_only=True)
-        state.model.load_state_dict(ck["model"])
-        state.optimizer.load_state_dict(ck["optimizer"])
-        if ck["mask"] is not None:
-            from .pruning import Mask
-            state.mask = Mask.from_state_dict(state.model, ck["mask"])
-        state.epoch, state.step, state.history = ck["epoch"], ck["step"], ck["history"]
-        for cb, d in zip(callbacks, ck["callbacks"]):
-            cb.load_state_dict(d)
+        try:
+            ck = read_checkpoint(path, state.device)
+        except CorruptCheckpoint:
+            path.unlink()
+            return False
+        try:
+            state.model.load_state_dict(ck["model"])
+            state.optimizer.load_state_dict(ck["optimizer"])
+            if ck["mask"] is not None:
+                from .pruning import Mask
+                state.mask = Mask.from_state_dict(state.model, ck["mask"])
+            state.epoch, state.step, state.history = ck["epoch"], ck["step"], ck["history"]
+            for cb, d in zip(callbacks, ck["callbacks"]):
+                cb.load_state_dict(d)
+        except (KeyError, RuntimeError, ValueError, TypeError):
+            path.unlink()
+            raise RestartRun(f"checkpoint {path} does not fit this run and is deleted; allowed: run again, "
+                             "from the start") from None
         return True
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be read as one (truncated, not a checkpoint, or refused by weights_only)."""
+
+
+class RestartRun(Exception):
+    """A run's checkpoint was unusable and is deleted: the run starts over from its initial state."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A checkpoint's payload, loaded with weights_only (no code runs); CorruptCheckpoint names the file otherwise."""
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, a pickle weights_only refuses, not a torch file at all
+        first = next(iter(str(e).strip().splitlines()), "")
+        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({type(e).__name__}: {first[:120]}); "
+                                "allowed: a checkpoint cascade wrote (delete it, and `run` recomputes it)") from None
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise CorruptCheckpoint(f"checkpoint {path} holds no model weights; allowed: a checkpoint cascade wrote "
+                                "(delete it, and `run` recomputes it)")
+    return ck
 
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module, mask=None) -> None:
     """Load a checkpoint's weights into `model` (weight rewinding when `mask` is given: survivors only)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_checkpoint(path)
     model.load_state_dict(ck["model"])
     if mask is not None:
         mask.apply(model)

@@ -125,7 +125,8 @@ def sweep(name: str, profile: str, seeds: tuple[int, ...], workers: int, log=lam
                 spans[run][0].add_done_callback(lambda f, run=run: spans[run].append(time.perf_counter() - t0))
                 return spans[run][0]
 
-            executors.schedule(runs, submit, lambda: log(f"{name}: {next(done)}/{len(runs)} runs"), slots=workers)
+            executors.schedule(runs, submit, lambda run, result: log(f"{name}: {next(done)}/{len(runs)} runs"),
+                               slots=workers)
         measured = [{**f.result(), "start": start, "end": end} for f, start, end in spans.values()]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -157,7 +158,7 @@ def dask_scaling(name: str, profile: str, seeds: tuple[int, ...], counts: tuple[
             started = time.perf_counter() - start
             store = Store(profile, root=tmp / "results", cache=tmp / "cache")
             start = time.perf_counter()
-            executors.on_dask(runs, store, client, lambda: None)
+            executors.on_dask(runs, store, client, lambda run, computed: None)
             wall = time.perf_counter() - start
             cluster.close()
             flops: dict[str, float] = {}

@@ -28,7 +28,7 @@ import torch
 from .. import data, provenance
 from ..store import CorruptRecord, Store, atomic_write_text, key
 from ..timing import Stopwatch, phase
-from ..train import TrainConfig, default_device, load_weights
+from ..train import CorruptCheckpoint, RestartRun, TrainConfig, default_device, load_weights, read_checkpoint
 
 RECORD_MISSING, RECORD_CORRUPT, CHECKPOINT_MISSING, FORCED = ("record missing", "record corrupt", "checkpoint missing",
                                                              "forced")
@@ -78,8 +78,22 @@ class Run:
         return key(self)
 
     def has_checkpoint(self, store: Store) -> bool:
+        """Whether every checkpoint file a dependant reads is there and readable (a truncated one is missing)."""
         folder = store.checkpoint_dir(self)
-        return all((folder / name).exists() for name in self.checkpoints())
+        for name in self.checkpoints():
+            try:
+                read_checkpoint(folder / name)
+            except CorruptCheckpoint:
+                return False
+        return True
+
+    def task(self, store: Store, force: bool = False) -> bool:
+        """An executor's task: `ensure` the run; True when this process computed it, False when it was read back
+        (another process stored it since the plan was made)."""
+        if not force and readable(self, store) is not None and self.has_checkpoint(store):
+            return False
+        self.ensure(store, True, force)
+        return True
 
     def ensure(self, store: Store, quiet: bool = True, force: bool = False) -> dict:
         """The stored record of this run, computed when it (or, for a stored record, its checkpoint) is missing;
@@ -94,7 +108,10 @@ class Run:
         if force:
             shutil.rmtree(store.checkpoint_dir(self), ignore_errors=True)
         clock = Stopwatch()
-        result = self.compute(store, quiet)
+        try:
+            result = self.compute(store, quiet)
+        except RestartRun:  # its checkpoint did not fit and is gone: once more, from the start
+            result = self.compute(store, quiet)
         if record is not None:  # the checkpoint was rebuilt: the record, made elsewhere, stays as it is
             atomic_write_text(store.checkpoint_dir(self) / REBUILT, json.dumps(
                 {"record_created": record["meta"].get("created"), "record_hardware": record["meta"].get("hardware"),
@@ -163,7 +180,7 @@ def load_network(run: Run, store: Store, net: torch.nn.Module) -> torch.nn.Modul
 def weight_digest(path) -> str:
     """sha256 (16 hex digits) over a checkpoint's model tensors, by name: the same weights give the same digest
     whatever else the checkpoint holds."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    state = read_checkpoint(path)["model"]
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].contiguous()

@@ -212,6 +212,17 @@ def run(name: str, profile: str = "paper", force: bool = False, quiet: bool = Fa
     return execute(exp, cfg, Store(profile, root), force=force, quiet=quiet, workers=workers, scheduler=scheduler)
 
 
+def notebook(name: str, namespace: dict) -> Result:
+    """What a chapter's notebook shows: `run` of experiment `name` with the parameters its parameters cell set in
+    `namespace` (profile, force, and any config field not None). A bad parameter is a one-line error raised here,
+    so the notebook's traceback ends after this frame instead of deep inside the package."""
+    try:
+        return run(name, namespace.get("profile", "paper"), force=bool(namespace.get("force")), quiet=True,
+                   **overrides(name, namespace))
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+
+
 def check_workers(workers) -> None:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")

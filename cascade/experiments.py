@@ -243,9 +243,9 @@ def compute(label: str, runs: list, store: Store, force: bool = False, quiet: bo
         if not data.available(cfg.dataset):
             raise ValueError(f"dataset={cfg.dataset!r} is not available here (nothing downloads at run time); "
                              f"allowed: a dataset whose files are here ({data.HOW_TO_GET.get(cfg.dataset, '')})")
+    client = executors.connect(scheduler) if work else None
     if work:
         writable(store)
-    client = executors.connect(scheduler) if work else None
     computed = set()
     with tqdm(total=len(work), desc=f"{label} [{store.profile}]", disable=quiet or not work, unit="run") as bar:
         def done(run, ran: bool) -> None:
@@ -258,11 +258,12 @@ def compute(label: str, runs: list, store: Store, force: bool = False, quiet: bo
 
 
 def writable(store: Store) -> None:
-    """A one-line error, before any compute, when the store's records or checkpoints cannot be written."""
+    """A one-line error, before any compute, when the store's records or checkpoints cannot be written (tried in
+    the nearest folder that exists, which is left as it was)."""
     for folder, what in ((store.root / store.profile, "results"), (store.cache, "cache")):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
                 pass
         except OSError as e:
             raise ValueError(f"the {what} folder {folder} is not writable ({e.strerror}); allowed: a writable "

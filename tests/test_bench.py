@@ -8,7 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from cascade import bench, bench_report, bench_sweeps, book, experiments
+from cascade import book, experiments
+from cascade.bench import child, clock, plan, step
+from cascade.bench import report as bench_report
+from cascade.bench import sweeps as bench_sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 PER_MODEL = ("speedup_vs_baseline", "mask_overhead", "tracker_overhead", "roofline_fraction")
@@ -16,13 +19,13 @@ PER_MODEL = ("speedup_vs_baseline", "mask_overhead", "tracker_overhead", "roofli
 
 def test_paired_is_the_median_of_per_repeat_ratios():
     rates = {"a": [2.0, 9.0, 4.0], "b": [1.0, 3.0, 4.0]}  # ratios 2, 3, 1
-    assert bench.paired(rates, "a", "b") == 2.0
+    assert clock.paired(rates, "a", "b") == 2.0
 
 
 def test_interleave_warms_up_then_rotates_the_order():
     calls = []
     fns = {k: (lambda k=k: calls.append(k) or 1.0) for k in "xyz"}
-    rates = bench.interleave(fns, repeats=3)
+    rates = clock.interleave(fns, repeats=3)
     assert calls == list("xyz" + "xyz" + "yzx" + "zxy")
     assert all(len(r) == 3 and all(v > 0 for v in r) for r in rates.values())
 
@@ -33,7 +36,7 @@ def test_summary_by_hand():
                                             "cascade_bf16_dense": [100.0, 200.0, 300.0]},
                            "mask_ops_s": 0.01, "tracker_record_s": 0.5, "macs": 1e6}}}
     paper = SimpleNamespace(precision="bf16", train_size=4000, batch_size=128)
-    out = bench.summarize(tp, {"fp32": 6e9, "bf16": 1.2e10}, paper, bench.plan())
+    out = step.summarize(tp, {"fp32": 6e9, "bf16": 1.2e10}, paper, plan.plan())
     assert out["speedup_vs_baseline"]["m"] == 3.0  # per-repeat ratios 2, 4, 3
     assert out["mask_overhead"]["m"] == pytest.approx(0.01 / (128 / 200))  # mask ops over one step
     assert out["tracker_overhead"]["m"] == pytest.approx(0.5 / (31 * 128 / 200))  # 31 steps of 128 per epoch
@@ -49,7 +52,7 @@ def test_quick_json_smoke():
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     for key in PER_MODEL:
-        assert set(report[key]) == set(bench.MODELS), key
+        assert set(report[key]) == set(plan.MODELS), key
         assert all(math.isfinite(v) and v > 0 for v in report[key].values()), (key, report[key])
     assert "paper_profile_minutes" not in report  # the store times the experiments, not the benchmark
     assert report["machine"]["hardware"] and report["raw"]["gemm_flops_per_s"]["fp32"] > 0
@@ -91,11 +94,11 @@ def test_slice_is_one_seeds_runs_after_their_dependencies():
 
 
 def test_plan_checks_the_chapters_before_measuring():
-    assert bench.plan(sweeps="none").sweeps == () and not bench.plan(sweeps="none").dask
-    assert bench.plan(sweeps="architectures").dask and bench.plan(quick=True).sweep_profile == "smoke"
+    assert plan.plan(sweeps="none").sweeps == () and not plan.plan(sweeps="none").dask
+    assert plan.plan(sweeps="architectures").dask and plan.plan(quick=True).sweep_profile == "smoke"
     with pytest.raises(ValueError, match="--sweeps 'nope' is invalid; allowed: 'none' or comma-separated "
                                          "chapters from phenomenon, conditions"):
-        bench.plan(sweeps="nope")
+        plan.plan(sweeps="nope")
     proc = subprocess.run([sys.executable, "-m", "cascade", "bench", "--sweeps", "phenomenon,x"], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --sweeps 'phenomenon,x' is invalid")
@@ -106,7 +109,7 @@ def test_compile_summary_by_hand():
     warm = {"compile_s": 2.0, "eval_compile_s": 1.0, "speedup": 1.2,
             "images_per_s": {"eager": 1000.0, "compiled": 1280.0}}  # 128-image steps of 128 ms and 100 ms
     slower = {**warm, "images_per_s": {"eager": 1000.0, "compiled": 900.0}}
-    out = bench.compile_summary({"a": {"warm": warm}, "b": {"warm": slower}, "c": {"warm": {"error": "x"}}}, 128)
+    out = child.compile_summary({"a": {"warm": warm}, "b": {"warm": slower}, "c": {"warm": {"error": "x"}}}, 128)
     assert out["compile_speedup"] == {"a": 1.2, "b": 1.2}
     assert out["compile_breakeven_steps"]["a"] == pytest.approx(3.0 / 0.028)
     assert out["compile_breakeven_steps"]["b"] == math.inf
@@ -115,7 +118,7 @@ def test_compile_summary_by_hand():
 def test_book_section(tmp_path):
     assert "No benchmark recorded yet" in book.bench_section(tmp_path)
     report = {"machine": {"hardware": "CPU X (2 cores)", "torch": "2.x", "threads": 2, "loadavg_1min_at_start": 1.0},
-              "precision": "bf16", "fraction_pruned": 0.1, "plan": {"batch_size": 128}, "goals": bench.GOALS,
+              "precision": "bf16", "fraction_pruned": 0.1, "plan": {"batch_size": 128}, "goals": plan.GOALS,
               "speedup_vs_baseline": {"m": 3.456}, "mask_overhead": {"m": 0.0123}, "tracker_overhead": {"m": 0.004},
               "roofline_fraction": {"m": 0.25}, "speedup_ceiling_fp32": {"m": 2.04},
               "raw": {"throughput": {"baseline_workers": 2, "models": {"m": {"width": 16, "median_images_per_s": {

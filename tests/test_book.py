@@ -9,9 +9,11 @@ import shutil
 import sys
 import tempfile
 import types
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 import nbformat
@@ -27,9 +29,30 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 PROGRESS_LINE = "\r 50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\n"
 
 
+@dataclass(frozen=True)
+class StubRun:
+    """A stand-in run for the stubbed chapters: a name and the runs it depends on."""
+
+    kind: ClassVar[str] = "stub"
+    version: ClassVar[int] = 1
+    name: str
+    after: tuple = ()
+
+    def deps(self):
+        return self.after
+
+
+STUB_A, STUB_B = StubRun("a"), StubRun("b")
+STUB_C, STUB_E = StubRun("c", after=(STUB_A,)), StubRun("e")
+STUB_RUNS = {"dummy": [STUB_A, STUB_B, STUB_C], "later": [STUB_B, STUB_E]}  # b is shared
+
+
 def stub_experiments(mp):
     """Install a fake cascade.experiments: claim C1 holds, C2 fails, C3 is inconclusive, C4 has no result,
-    T1 has no experiment."""
+    T1 has no experiment. Chapter "dummy" needs runs a, b, c (c after a), "later" needs b (shared) and e; nothing
+    is stored, and `compute` records what it is asked and computes nothing."""
+    from cascade.store import Store
+
     verdicts = {"dummy": [
         {"claim": "C1", "holds": True, "effect": 0.1234, "ci95": [0.05, 0.2], "n_seeds": 3, "summary": "",
          "condition": "lr=0.1"},
@@ -39,15 +62,46 @@ def stub_experiments(mp):
     module.PROFILES = ("smoke", "paper")
     module.CLAIMS = {"C1": "Weights shed | cascade", "C2": "Shedding beats GMP", "C3": "Depth matters",
                      "C4": "Width matters", "T1": "Untested"}
-    module.REGISTRY = {name: SimpleNamespace(name=name, notebook=nb, claims=claims, make_config=lambda profile: None,
-                                             all_runs=lambda cfg: [], figures=figures)
-                       for name, nb, claims, figures in [("dummy", "01_dummy", ["C1", "C2", "C3"], {"C1": "fig-dummy"}),
-                                                         ("later", "02_later", ["C4"], {})]}
-    module.computed = []  # (name, profile, workers) of every run() call
-    module.status = lambda name, profile: {"missing": []}  # nothing to compute, so nothing is written
-    module.run = lambda name, profile, workers=1, scheduler=None: module.computed.append((name, profile, workers)) or \
-        SimpleNamespace(computed=3)
-    module.cached_verdicts = lambda name, profile, root=None: verdicts.get(name, []) if profile == "smoke" else []
+    registry = {name: SimpleNamespace(name=name, notebook=nb, claims=claims, make_config=lambda profile: None,
+                                      all_runs=lambda cfg, name=name: list(STUB_RUNS[name]), figures=figures)
+                for name, nb, claims, figures in [("dummy", "01_dummy", ["C1", "C2", "C3"], {"C1": "fig-dummy"}),
+                                                  ("later", "02_later", ["C4"], {})]}
+    module.REGISTRY = registry
+    module.registry = lambda: registry
+    module.get = lambda name: registry[name]
+
+    def check_profile(profile):
+        if profile not in module.PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(module.PROFILES)}")
+
+    def check_workers(workers):
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers={workers!r} is invalid; allowed: an int >= 1")
+
+    @dataclass(frozen=True)
+    class Profile:
+        name: str
+        store: Store
+        configs: dict
+
+        @classmethod
+        def resolve(cls, profile="paper", root=None, names=None):
+            check_profile(profile)
+            return cls(profile, Store(profile, root), {n: None for n in (registry if names is None else names)})
+
+        def runs(self, name):
+            return registry[name].all_runs(self.configs[name])
+
+    module.check_profile, module.check_workers, module.Profile = check_profile, check_workers, Profile
+    module.computed = []  # (label, runs, force, workers, stored) of every compute() call
+    module.work = lambda runs: []  # what compute() says it computed: nothing, so nothing is written
+
+    def compute(label, runs, store, force=False, quiet=False, workers=1, scheduler=None):
+        module.computed.append((label, list(runs), force, workers, {r.name for r in runs if store.get(r)}))
+        return module.work(runs)
+
+    module.compute = compute
+    module.cached_verdicts = lambda name, profile: verdicts.get(name, []) if profile.name == "smoke" else []
     mp.setitem(sys.modules, "cascade.experiments", module)
     mp.setattr(sys.modules["cascade"], "experiments", module, raising=False)
     return module
@@ -72,7 +126,7 @@ def dummy_notebook() -> nbformat.NotebookNode:
 
 def test_claims_page_rows(monkeypatch, tmp_path):
     stub_experiments(monkeypatch)
-    page = book.claims_page("smoke", ["01_dummy"], REPO / "book" / "templates" / "claims.md.in",
+    page = book.claims_page(book_experiments().Profile.resolve("smoke", tmp_path), ["01_dummy"], REPO / "book" / "templates" / "claims.md.in",
                             tmp_path / "forest.png")
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
     link = "[01 verdict](chapters/01_dummy.ipynb#verdict)"
@@ -120,19 +174,37 @@ def test_unknown_chapter_is_refused_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "book").exists()
 
 
-def test_compute_runs_the_chapters_experiments_and_records_its_wall_time(tmp_path, monkeypatch):
+def test_compute_plans_the_chapters_runs_once_and_records_its_wall_time(tmp_path, monkeypatch):
     stub = stub_experiments(monkeypatch)
-    stub.status = lambda name, profile: {"missing": [] if name == "later" else ["a run"]}
     monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path))
     with pytest.raises(ValueError, match=r"^workers=0 is invalid; allowed: an int >= 1$"):
         book.build(profile="smoke", notebook_dir=tmp_path, out_dir=tmp_path / "book", workers=0)
-    book.compute("smoke", ["01_dummy", "02_later"], force=False, workers=2)
-    assert stub.computed == [("dummy", "smoke", 2)]  # 02_later misses nothing: not run
+    assert stub.computed == []  # refused before any work
+    smoke = stub.Profile.resolve("smoke")
+    book.compute(smoke, ["01_dummy"], force=False, workers=2)  # nothing computed: nothing written
+    assert stub.computed == [("the book", [STUB_A, STUB_B, STUB_C], False, 2, set())]
+    assert not (tmp_path / "smoke" / book.COMPUTE).exists()
+    stub.computed.clear()
+    stub.work = lambda runs: [r for r in runs if r != STUB_C]  # c was stored, say
+    book.compute(smoke, ["01_dummy", "02_later"], force=False, workers=2)
+    # one plan for both chapters, dependencies first, the shared run once
+    assert stub.computed == [("the book", [STUB_A, STUB_B, STUB_C, STUB_E], False, 2, set())]
     record = json.loads((tmp_path / "smoke" / book.COMPUTE).read_text())
-    assert record["runs_computed"] == {"dummy": 3} and record["workers"] == 2 and record["threads_per_process"] == 1
-    section = book.compute_section("smoke")
-    assert "| 01_dummy | 0 | 0 | 0 | 0.0 |" in section
+    # b counts for the first chapter that needs it
+    assert record["runs_computed"] == {"dummy": 2, "later": 1}
+    assert record["workers"] == 2 and record["threads_per_process"] == 1
+    section = book.compute_section(smoke)
+    assert "| 01_dummy | 3 | 3 | 0 | 0.0 | 0 |" in section and "| 02_later | 2 | 1 | 0 | 0.0 | 0 |" in section
     assert f"it computed 3 of them in **{record['wall_time_s'] / 60:.0f} minutes** of wall time, with 2 " in section
+
+
+def test_compute_with_force_leaves_the_stored_records_to_be_replaced_as_they_are_rewritten(tmp_path, monkeypatch):
+    stub = stub_experiments(monkeypatch)
+    smoke = stub.Profile.resolve("smoke", tmp_path)
+    smoke.store.put(STUB_A, {"old": True})
+    book.compute(smoke, ["01_dummy"], force=True, workers=1)
+    assert stub.computed == [("the book", [STUB_A, STUB_B, STUB_C], True, 1, {"a"})]  # nothing deleted up front
+    assert smoke.store.get(STUB_A)["result"] == {"old": True}
 
 
 def test_sanitize_config_masks_machine_specific_text():
@@ -416,7 +488,7 @@ def test_every_page_renders_offline_in_chromium(built):
 def test_compute_section_sums_stored_wall_time_and_counts_shared_runs_once(tmp_path, monkeypatch):
     """Hand-computed: 90 s + 30 s stored for two of chapter 01's runs, 60 s for a run only chapter 90 has."""
     from cascade import experiments
-    from cascade.experiments import runs as R
+    from cascade import runs as R
     from cascade.store import Store
 
     monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path))
@@ -428,13 +500,19 @@ def test_compute_section_sums_stored_wall_time_and_counts_shared_runs_once(tmp_p
     store = Store("smoke")
     pretrain = next(r for r in shared if isinstance(r, R.PretrainRun))
     control = next(r for r in shared if isinstance(r, R.FinetuneRun))
+    results = {"pretrain": {"epochs": 1, "history": [], "final": {"test_acc": 0.5}, "counts": {}},  # what the
+               "finetune": {"tau0": 0.1, "sparsity": 0.1, "history": [], "final": {"test_acc": 0.5},  # schemas ask
+                            "tracker": []}}
     for run, seconds in ((pretrain, 90.0), (control, 30.0), (own[0], 60.0)):
-        store.put(run.kind, run, run.version, {}, {"wall_time_s": seconds})
-    rows = {line.split(" | ")[0].strip("| "): line for line in book.compute_section("smoke").splitlines()}
+        store.put(run, results[run.kind], {"wall_time_s": seconds})
+    smoke = experiments.Profile.resolve("smoke")
+    rows = {line.split(" | ")[0].strip("| "): line for line in book.compute_section(smoke).splitlines()}
     assert rows["01_phenomenon"] == f"| 01_phenomenon | {len(shared)} | {len(shared)} | 2 | 2.0 | 0 |"
     n_prec = len(prec.all_runs(prec.make_config("smoke")))
     assert rows["90_precision"] == f"| 90_precision | {n_prec} | {len(own)} | 1 | 1.0 | 0 |"
-    assert "The last time" not in book.compute_section("smoke")  # no compute.json yet
+    assert "The last time" not in book.compute_section(smoke)  # no compute.json yet
+    other = experiments.Profile.resolve("smoke", tmp_path / "elsewhere")  # the resolved profile's store is read
+    assert f"| 01_phenomenon | {len(shared)} | {len(shared)} | 0 | 0.0 | 0 |" in book.compute_section(other)
 
 
 def test_record_span_runs_from_the_first_start_to_the_last_end():

@@ -8,19 +8,25 @@ import json
 import pytest
 
 from cascade import experiments
-from cascade.store import REPO, Store, config_hash
+from cascade import runs as R
+from cascade.store import REPO, Store
 
 ROOT = REPO / "results"
 
 
-def test_no_stale_paper_records():
-    assert experiments.stale("paper", root=ROOT) == []
+@pytest.fixture(scope="module")
+def paper():
+    return experiments.Profile.resolve("paper", ROOT)
+
+
+def test_no_stale_paper_records(paper):
+    assert experiments.stale(paper) == []
 
 
 @pytest.mark.parametrize("name", list(experiments.REGISTRY))
-def test_paper_records_complete(name):
+def test_paper_records_complete(name, paper):
     """`make book` on a fresh clone only re-plots: every paper run of every experiment is stored."""
-    missing = experiments.status(name, "paper", root=ROOT)["missing"]
+    missing = [r for r, why in R.plan(paper.runs(name), paper.store) if why == R.RECORD_MISSING]
     assert not missing, f"{name}: {len(missing)} paper runs missing; run `python -m cascade run {name} --profile paper`"
 
 
@@ -29,11 +35,16 @@ def test_stale_detection_can_fail(tmp_path):
     exp = experiments.get("phenomenon")
     run = exp.all_runs(exp.make_config("smoke"))[0]
     store = Store("smoke", tmp_path)
-    store.put(run.kind, run, run.version, {"ok": True})
-    assert experiments.stale("smoke", root=tmp_path) == []
-    old = json.loads(store.path(run.kind, config_hash(run, run.version)).read_text())
+    store.put(run, {"ok": True})
+    smoke = experiments.Profile.resolve("smoke", tmp_path)
+    assert experiments.stale(smoke) == []
+    old = json.loads(store.path(run).read_text())
     (tmp_path / "smoke" / run.kind / "000000000000.json").write_text(json.dumps(old))
-    assert experiments.stale("smoke", root=tmp_path) == [f"{run.kind}/000000000000"]
+    (tmp_path / "smoke" / "retired-kind").mkdir()
+    (tmp_path / "smoke" / "retired-kind" / "111111111111.json").write_text(json.dumps(old))
+    assert experiments.stale(smoke) == [f"{run.kind}/000000000000", "retired-kind/111111111111"]
+    only = experiments.Profile.resolve("smoke", tmp_path, names=["conditions"])  # not among 02's runs
+    assert f"{run.kind}/{run.key}" in experiments.stale(only)
 
 
 @pytest.mark.parametrize("name", [n for n, e in experiments.REGISTRY.items() if e.claims])

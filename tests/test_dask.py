@@ -15,7 +15,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from cascade import cli, experiments  # noqa: E402
-from cascade.experiments import runs as R  # noqa: E402
+from cascade import runs as R  # noqa: E402
 from cascade.store import Store  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
@@ -35,8 +35,8 @@ class Slow(R.Run):
 
     def compute(self, store, quiet=True):
         time.sleep(self.seconds)
-        below = sum(store.get(d.kind, d, d.version)["result"]["value"] for d in self.after)
-        return store.put(self.kind, self, self.version, {"value": 10 * self.x + below, "pid": os.getpid()})
+        below = sum(store.get(d)["result"]["value"] for d in self.after)
+        return {"value": 10 * self.x + below, "pid": os.getpid()}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,10 @@ def _records(root):
 def test_phenomenon_on_dask_writes_the_records_of_a_local_run(cluster, tmp_path, capsys, monkeypatch):
     args = ["run", "phenomenon", "--profile", "smoke", "--json", "--scheduler", cluster.scheduler_address]
     monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path / "dask"))
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "dask-cache"))
     assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "local-cache"))  # the local run starts from nothing
     local = experiments.run("phenomenon", "smoke", quiet=True, root=tmp_path / "local")
     assert out["computed"] == out["runs"] == len(local.records) == 12  # 8 cold, 4 at the hot condition
     on_dask, here = _records(tmp_path / "dask"), _records(tmp_path / "local")
@@ -88,7 +90,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing(cluster, tmp_path):
     killer.join()
     client.close()
     assert killed
-    values = {run.x: store.get(run.kind, run, run.version)["result"]["value"] for run in [*first, last]}
+    values = {run.x: store.get(run)["result"]["value"] for run in [*first, last]}
     assert values == {0: 0, 1: 10, 2: 20, 9: 90 + 30}  # hand-computed: the dependent run saw all three
     assert not list((tmp_path / "results").rglob("*.tmp")) and len(_records(tmp_path / "results")) == 4
 

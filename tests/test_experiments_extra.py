@@ -4,8 +4,15 @@ import math
 import pandas as pd
 import pytest
 
-from cascade.experiments import REGISTRY, architectures, backbone, conditions
-from cascade.experiments import runs as R
+from cascade import analysis, stats
+from cascade import runs as R
+from cascade.chapters import architectures, conditions
+from cascade.experiments import REGISTRY
+
+
+# The least result each kind's schema accepts: records made up for a test must pass the store's checks on reading.
+RESULTS = {"pretrain": {"epochs": 1, "history": [], "final": {"test_acc": 0.5}, "counts": {}},
+           "finetune": {"tau0": 0.1, "sparsity": 0.1, "history": [], "final": {"test_acc": 0.5}, "tracker": []}}
 
 
 def tracker_rows(rows, **labels):
@@ -25,7 +32,7 @@ def test_decompose_cascade_temperature_relaxation_by_hand():
     ctrl = run_row("none", 0.1, 0, **{"kept_shed@0.1": 0.05, "shed_gmp@0.1": 0.3}, test_acc=0.8, removal_acc=0.5)
     gmp = run_row("gmp", 0.1, 0, **{"kept_shed@0.1": 0.25, "shed_gmp@0.1": 0.25}, test_acc=0.85, removal_acc=0.87)
     other = run_row("gmp", 0.1, 1, **{"kept_shed@0.1": 0.25, "shed_gmp@0.1": 0.25}, test_acc=0.85, removal_acc=0.87)
-    dec = backbone.decompose(pd.DataFrame([ctrl, gmp, other]), conditions.POINT)
+    dec = analysis.decompose(pd.DataFrame([ctrl, gmp, other]), conditions.POINT)
     row = dec[dec.seed == 0].iloc[0]
     assert (row.cascade, row.temperature, row.relaxation) == pytest.approx((1.8, 0.2, 0.05))
     assert row.acc_drop == pytest.approx(0.03) and row.test_acc_control == 0.8
@@ -118,17 +125,17 @@ def test_chapter_01_repeats_the_analysis_at_02s_confirmed_condition():
 def test_over_control_and_paired_effects_by_hand():
     rows = pd.DataFrame([dict(criterion=c, seed=s, acc=a) for c, s, a in
                          (("none", 0, 0.80), ("gmp", 0, 0.85), ("none", 1, 0.70), ("gmp", 1, 0.72))])
-    out = backbone.over_control(rows, ["acc"], on=["seed"])
+    out = analysis.over_control(rows, ["acc"], on=["seed"])
     assert out.set_index("seed").acc_excess.to_dict() == pytest.approx({0: 0.05, 1: 0.02})
     pruned, ctrl = out.set_index("seed").acc, out.set_index("seed").acc_control
-    p = backbone.paired(pruned, ctrl)
+    p = stats.paired(pruned, ctrl)
     half = 12.706205 * math.sqrt(0.00045) / math.sqrt(2)  # sd of (0.05, 0.02) = sqrt(0.00045)
     assert (p["effect"], p["ci_lo"], p["ci_hi"], p["n_seeds"]) == pytest.approx((0.035, 0.035 - half, 0.035 + half, 2))
     assert 0 < p["p"] < 1
 
 
 def test_estimate_is_the_median_rate_of_stored_runs_of_the_same_model_times_the_cost(tmp_path):
-    from cascade.experiments import estimate_s
+    from cascade.experiments import Estimator
     from cascade.store import Store
     from cascade.train import TrainConfig
 
@@ -138,18 +145,22 @@ def test_estimate_is_the_median_rate_of_stored_runs_of_the_same_model_times_the_
     def pre(model, epochs, seed=0):
         return R.PretrainRun(data, model, 4, TrainConfig(epochs=epochs, batch_size=64, seed=seed))
 
-    assert math.isnan(estimate_s(pre("resnet8", 1), store))  # nothing stored to learn a rate from
+    assert math.isnan(Estimator(store)(pre("resnet8", 1)))  # nothing stored to learn a rate from
     for run, seconds in ((pre("resnet8", 1), 2.0), (pre("resnet8", 2, 1), 8.0), (pre("resnet8", 1, 2), 3.0),
                          (pre("resnet20", 1), 100.0)):
-        store.put(run.kind, run, run.version, {}, {"wall_time_s": seconds})
+        store.put(run, RESULTS["pretrain"], {"wall_time_s": seconds})
+    estimate = Estimator(store)
     # resnet8 rates per image: 2/256, 8/512, 3/256 -> median 3/256; 3 epochs = 768 images
-    assert estimate_s(pre("resnet8", 3, 5), store) == pytest.approx(9.0)
+    assert estimate(pre("resnet8", 3, 5)) == pytest.approx(9.0)
     # no vgg11 stored: the median over all models, of 2, 4, 3 and 100 seconds per 256 images, is 3.5 per 256
-    assert estimate_s(pre("vgg11", 1), store) == pytest.approx(3.5)
+    assert estimate(pre("vgg11", 1)) == pytest.approx(3.5)
+    bad = pre("resnet8", 1, 9)
+    store.put(bad, {}, {"wall_time_s": 1000.0})  # fails its kind's schema: corrupt, so it teaches no rate
+    assert Estimator(store)(pre("resnet8", 3, 5)) == pytest.approx(9.0)
 
 
 def test_rethinking_targets_arms_and_config_errors():
-    from cascade.experiments import rethinking
+    from cascade.chapters import rethinking
 
     cfg = rethinking.EXPERIMENT.make_config("paper")
     targets = cfg.targets(0)
@@ -168,7 +179,7 @@ def test_rethinking_targets_arms_and_config_errors():
 
 
 def test_rethinking_verdicts_by_hand():
-    from cascade.experiments import rethinking
+    from cascade.chapters import rethinking
 
     cfg = rethinking.EXPERIMENT.make_config("smoke", seeds=3)
     # Scratch-B beats fine-tuned by 0.01, 0.02, 0.03 on A and by 0.03, 0.04, 0.05 on B: per-seed means 0.02, 0.03,
@@ -182,10 +193,10 @@ def test_rethinking_verdicts_by_hand():
         for (lr, init), run in rethinking.tickets(cfg, seed).items():
             acc[run] = 0.7 + (0.01 * seed if init == "ticket" and lr == 0.1 else 0.0)
     counts = {"macs": 10, "macs_kept": 5, "params": 8, "params_kept": 4}
-    records = [(run, {"key": R.store_key(run), "result": {
+    records = [(run, {"key": run.key, "result": {
         "final": {"test_acc": a}, "counts": counts, "macs_dense": 10, "epochs": 2, "sparsity": 0.5}})
         for run, a in acc.items()]
-    records += [(p, {"key": R.store_key(p), "result": {"final": {"test_acc": 0.9}, "counts": counts}})
+    records += [(p, {"key": p.key, "result": {"final": {"test_acc": 0.9}, "counts": counts}})
                 for p in {r.pretrain for r in acc}]
     tables, (r1, r2) = rethinking.analyze(cfg, records)
     assert r1["holds"] is True and r1["effect"] == pytest.approx(0.03)
@@ -195,3 +206,60 @@ def test_rethinking_verdicts_by_hand():
     assert eff.loc[("B", "Scratch-B"), "effect"] == pytest.approx(0.04)
     assert eff.loc[("B", "Scratch-E"), "effect"] == pytest.approx(0.0)
     assert len(tables["dense"]) == 6 and set(tables["dense"].lr) == {0.1, 0.01}
+
+
+def test_makespan_schedules_the_longest_chain_first_by_hand():
+    from dataclasses import dataclass
+
+    from cascade.experiments import makespan
+
+    @dataclass(frozen=True)
+    class Job:
+        name: str
+        after: tuple = ()
+
+        def deps(self):
+            return self.after
+
+    a, b = Job("a"), Job("b")
+    c = Job("c", after=(a,))
+    seconds = {a: 1.0, b: 5.0, c: 10.0}
+    assert makespan([a, b, c], seconds, 1) == 16.0  # one worker: the sum
+    assert makespan([a, b, c], seconds, 2) == 11.0  # a then c on one worker, b beside them
+    assert makespan([c], seconds, 2) == 10.0  # a dependency outside the work is done already
+    assert makespan([], seconds, 2) == 0.0
+
+
+def test_price_lists_each_task_with_why_and_its_estimate_and_computes_nothing(tmp_path, monkeypatch):
+    """Smoke 01: 2 dense models with 5 fine-tunings each. Stored: the first dense model (4 s) and one of its
+    fine-tunings (2 s), with no checkpoints. Every run costs 512 images, so a dense model is priced 4 s and a
+    fine-tuning 2 s: 2 dense + 9 fine-tunings = 26 s of compute; on 2 workers the dense models go side by side
+    (4 s), then 9 fine-tunings of 2 s on 2 workers take 5 rounds: 14 s."""
+    from cascade import experiments
+    from cascade.store import Store
+
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "cache"))
+    exp = experiments.get("phenomenon")
+    runs = exp.all_runs(exp.make_config("smoke"))
+    empty = experiments.price("phenomenon", "smoke", root=tmp_path)
+    assert (empty["runs"], empty["stored"], empty["estimated_s"], empty["wall_s"]) == (12, 0, None, None)
+    assert [(t["kind"], t["key"], t["why"]) for t in empty["tasks"]] == [(r.kind, r.key, R.RECORD_MISSING)
+                                                                         for r in runs]
+    store = Store("smoke", root=tmp_path)
+    pre, ft = runs[0], runs[1]
+    assert (pre.kind, ft.kind, ft.deps()) == ("pretrain", "finetune", (pre,))
+    store.put(pre, RESULTS["pretrain"], {"wall_time_s": 4.0})
+    store.put(ft, RESULTS["finetune"], {"wall_time_s": 2.0})
+    price = experiments.price("phenomenon", "smoke", root=tmp_path, workers=2)
+    assert {k: price[k] for k in ("experiment", "profile", "runs", "stored", "workers")} == {
+        "experiment": "phenomenon", "profile": "smoke", "runs": 12, "stored": 2, "workers": 2}
+    why = {t["key"]: t["why"] for t in price["tasks"]}
+    assert why.pop(pre.key) == R.CHECKPOINT_MISSING and ft.key not in why  # its fine-tunings need its weights
+    assert set(why.values()) == {R.RECORD_MISSING} and len(why) == 10
+    assert {t["kind"]: t["estimated_s"] for t in price["tasks"]} == {"pretrain": 4.0, "finetune": 2.0}
+    assert (price["estimated_s"], price["wall_s"]) == (26.0, 14.0)
+    assert experiments.price("phenomenon", "smoke", root=tmp_path)["wall_s"] == 26.0  # one worker: the sum
+    assert sorted(p.name for p in (tmp_path / "smoke").iterdir()) == ["finetune", "pretrain"]
+    assert store.keys("finetune") == {ft.key} and not (tmp_path / "cache").exists()  # nothing computed
+    with pytest.raises(ValueError, match="workers=0"):
+        experiments.price("phenomenon", "smoke", root=tmp_path, workers=0)

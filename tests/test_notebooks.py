@@ -27,7 +27,7 @@ def test_parameters_cell_matches_the_config(name):
     declared = [t.id for node in ast.parse(params[0].source).body if isinstance(node, ast.Assign)
                 for t in node.targets]
     assert declared == experiments.parameters(name)
-    assert any(f'experiments.overrides("{name}", globals())' in src for src in code)
+    assert any(f'experiments.notebook("{name}", globals())' in src for src in code)
 
 
 @pytest.mark.parametrize("name", list(experiments.REGISTRY))

@@ -13,10 +13,20 @@ def test_claims_json_lists_every_claim_from_the_committed_store(capsys, monkeypa
     assert {r["claim"] for r in rows} == set(experiments.CLAIMS)
     assert all(r["verdict"] in {*report.VERDICTS.values(), report.NOT_RUN, report.UNTESTED} for r in rows)
     c1 = next(r for r in rows if r["experiment"] == "phenomenon")
-    stored = experiments.cached_verdicts("phenomenon", "paper")[0]
+    stored = experiments.cached_verdicts("phenomenon", experiments.Profile.resolve("paper"))[0]
     assert (c1["holds"], c1["effect"], c1["ci95"], c1["n_seeds"]) == (
         stored["holds"], stored["effect"], stored["ci95"], stored["n_seeds"])
     assert c1["verdict"] == report.VERDICTS[stored["holds"]] and c1["condition"].startswith("resnet20 w16")
+
+
+def test_claims_reads_the_store_of_the_resolved_profile(tmp_path):
+    """A profile's name reads the default store; a resolved profile reads its own root (here an empty one)."""
+    by_name = report.claims("paper")
+    assert by_name == report.claims(experiments.Profile.resolve("paper"))
+    assert any(r["verdict"] in report.VERDICTS.values() for r in by_name)
+    empty = report.claims(experiments.Profile.resolve("paper", tmp_path))
+    assert {r["verdict"] for r in empty if r["experiment"]} == {report.NOT_RUN}
+    assert [r["claim"] for r in empty] == [r["claim"] for r in by_name]
 
 
 def test_claims_text_is_the_books_table_without_statements(capsys):
@@ -115,7 +125,7 @@ def test_diff_against_head_of_an_unchanged_store_lists_no_change(capsys):
     assert {r["change"] for r in rows} == {""}
     assert {(r["claim"], r["field"]) for r in rows} >= {("R1", "verdict"), ("C1", "effect"), ("T3", "n_seeds")}
     r1 = next(r for r in rows if r["claim"] == "R1" and r["field"] == "effect")
-    assert r1["HEAD"] == r1["working tree"] == experiments.cached_verdicts("rethinking", "paper")[0]["effect"]
+    assert r1["HEAD"] == r1["working tree"] == experiments.cached_verdicts("rethinking", experiments.Profile.resolve("paper"))[0]["effect"]
     assert cli.main(["diff", "HEAD"]) == 0
     assert capsys.readouterr().out.startswith("no verdict, effect, CI or seed count changed between HEAD")
 

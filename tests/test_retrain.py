@@ -1,13 +1,15 @@
 """The retrain and compare run kinds: where the survivors start, how long they train, what two networks share."""
+import json
 import math
 
 import pytest
 import torch
 
 from cascade import models, pruning
-from cascade.experiments import runs as R
-from cascade.experiments.compare import CompareRun, barrier, interpolate, linear_cka
-from cascade.experiments.retrain import RetrainRun, budgeted
+from cascade import runs as R
+from cascade.runs.base import REBUILT, weight_digest
+from cascade.runs.compare import CompareRun, barrier, interpolate, linear_cka
+from cascade.runs.retrain import RetrainRun, budgeted
 from cascade.store import Store, canonical, config_hash, from_canonical
 from cascade.train import TrainConfig
 
@@ -30,7 +32,7 @@ def _weights(net):
 
 def test_rewinding_to_epoch_0_starts_from_the_dense_runs_own_init(store):
     run = RetrainRun(PRE, GMP, TrainConfig(epochs=0, batch_size=64, seed=3), init="rewind")
-    R.ensure(run, store)
+    R.ensure_all([run], store)
     init = R.initial(PRE)
     mask = GMP.apply(PRE.network(store))
     kept = mask["conv1.weight"]
@@ -41,11 +43,11 @@ def test_rewinding_to_epoch_0_starts_from_the_dense_runs_own_init(store):
 def test_random_init_differs_from_the_ticket_and_is_set_by_init_seed(store):
     def start(seed):
         run = RetrainRun(PRE, GMP, TrainConfig(epochs=0, batch_size=64, seed=3), init="random", init_seed=seed)
-        R.ensure(run, store)
+        R.ensure_all([run], store)
         return run.network(store).conv1.weight
 
     ticket = RetrainRun(PRE, GMP, TrainConfig(epochs=0, batch_size=64, seed=3), init="rewind")
-    R.ensure(ticket, store)
+    R.ensure_all([ticket], store)
     assert torch.equal(start(11), start(11))
     assert not torch.equal(start(11), start(12))
     assert not torch.equal(start(11), ticket.network(store).conv1.weight)
@@ -53,7 +55,7 @@ def test_random_init_differs_from_the_ticket_and_is_set_by_init_seed(store):
 
 def test_a_structured_target_is_trained_as_the_thin_network(store):
     run = RetrainRun(PRE, FILTERS, TRAIN, init="trained")
-    rec = R.ensure(run, store)["result"]
+    rec = R.ensure_all([run], store)[0]["result"]
     # resnet8 w4 has one block per stage with 4, 8 and 16 filters in its conv1: 4 - 2, 8 - 4, 16 - 4
     assert rec["mid_channels"] == [2, 4, 12]
     net = run.network(store)
@@ -70,7 +72,7 @@ def test_scratch_b_scales_epochs_by_the_mac_ratio_up_to_the_cap():
 
 def test_iterative_rounds_remove_the_same_share_of_survivors(store):
     run = RetrainRun(PRE, R.PruneConfig("gmp", 0.75, 3), TRAIN, init="rewind", rounds=2)
-    rounds = R.ensure(run, store)["result"]["rounds"]
+    rounds = R.ensure_all([run], store)[0]["result"]["rounds"]
     # 1 - (1 - 0.75)^(1/2) = 0.5 after round 1, 0.75 after round 2, each within a weight
     n = pruning.Mask.dense(PRE.network(store)).num_total()
     assert [r["round"] for r in rounds] == [1, 2]
@@ -135,7 +137,42 @@ def test_interpolation_mixes_floats_and_keeps_integer_buffers():
 
 
 def test_a_network_compared_with_itself_has_no_barrier_and_full_similarity(store):
-    result = R.ensure(CompareRun(PRE, PRE, points=3), store)["result"]
+    result = R.ensure_all([CompareRun(PRE, PRE, points=3)], store)[0]["result"]
     assert result["barrier_train_err"] == 0.0 and result["agreement"] == 1.0
     assert result["cka"] == pytest.approx(1.0)
     assert len(result["train_err"]) == 3 and max(result["test_err"]) - min(result["test_err"]) < 1e-9
+
+
+def test_a_fresh_cache_rebuilds_a_stored_dependency_once_and_keeps_its_record(store, tmp_path):
+    """The records are there, the checkpoints are not (a fresh clone): the pre-trained checkpoint is one task,
+    computed before its two dependants, its record stays, and the dependants' records name what they started from."""
+    R.ensure_all([PRE], store)
+    fresh = Store("smoke", root=tmp_path / "results", cache=tmp_path / "cache")
+    fresh.put(PRE, store.get(PRE)["result"], store.get(PRE)["meta"])
+    kept = fresh.get(PRE)
+    with pytest.raises(R.CheckpointMissing, match=f"pretrain/{PRE.key}"):
+        PRE.network(fresh)  # no longer recomputed on the quiet
+    a = R.FinetuneRun(PRE, R.PruneConfig("gmp", 0.1), TrainConfig(epochs=0, batch_size=64, seed=3))
+    b = R.FinetuneRun(PRE, R.PruneConfig("random", 0.1), TrainConfig(epochs=0, batch_size=64, seed=3))
+    with pytest.raises(R.CheckpointMissing, match=f"needs the checkpoint of pretrain/{PRE.key}"):
+        a.ensure(fresh)
+    assert R.plan([a, b], fresh) == [(PRE, R.CHECKPOINT_MISSING), (a, R.RECORD_MISSING), (b, R.RECORD_MISSING)]
+    assert R.plan([PRE], fresh) == []  # nothing reads the checkpoint: the record alone will do
+    records = R.ensure_all([a, b], fresh)
+    assert fresh.get(PRE) == kept and PRE.has_checkpoint(fresh)
+    rebuilt = json.loads((fresh.checkpoint_dir(PRE) / REBUILT).read_text())
+    assert rebuilt["record_created"] == kept["meta"]["created"] is not None
+    digest = weight_digest(fresh.checkpoint_dir(PRE) / "last.pt")
+    assert rebuilt["weights"] == {"last.pt": digest}
+    for rec in records:
+        assert rec["meta"]["started_from"] == {f"pretrain/{PRE.key}": {"last.pt": digest, "rebuilt": True}}
+    assert R.plan([a, b], fresh) == []
+
+
+def test_a_record_names_the_digest_of_the_checkpoint_it_started_from(store):
+    run = R.FinetuneRun(PRE, R.PruneConfig("gmp", 0.2), TrainConfig(epochs=0, batch_size=64, seed=3))
+    rec = R.ensure_all([run], store)[0]
+    assert rec["meta"]["started_from"] == {
+        f"pretrain/{PRE.key}": {"last.pt": weight_digest(store.checkpoint_dir(PRE) / "last.pt"), "rebuilt": False}}
+    assert "started_from" not in store.get(PRE)["meta"]  # a run with no dependencies started from nothing
+    assert len(weight_digest(store.checkpoint_dir(run) / "last.pt")) == 16

@@ -6,9 +6,8 @@ from typing import ClassVar
 
 import pytest
 
-from cascade import executors
-from cascade.experiments import core
-from cascade.experiments import runs as R
+from cascade import executors, experiments
+from cascade import runs as R
 from cascade.store import Store
 
 
@@ -29,9 +28,9 @@ class Square(R.Run):
         if self.x < 0:
             raise ValueError(f"x={self.x} is invalid; allowed: x >= 0")
         time.sleep(0.01 * (self.x % 3))
-        below = sum(store.get(d.kind, d, d.version)["result"]["value"] for d in self.after)
+        below = sum(store.get(d)["result"]["value"] for d in self.after)
         Square.log.append(self.x)
-        return store.put(self.kind, self, self.version, {"value": self.x ** 2 + below})
+        return {"value": self.x ** 2 + below}
 
     def labels(self):
         return {"x": self.x}
@@ -41,7 +40,7 @@ class Square(R.Run):
 
 
 def toy_experiment(runs):
-    return core.Experiment("toy", "99_toy", (), dict, {}, lambda cfg: runs,
+    return experiments.Experiment("toy", "99_toy", (), dict, {}, lambda cfg: runs,
                            lambda cfg, records: ({}, [{"claim": "X", "value": [rec["result"]["value"]
                                                                                 for _, rec in records]}]))
 
@@ -57,10 +56,10 @@ def test_a_registered_kind_is_computed_dependencies_first(store):
     c = Square(4, after=(a, b))
     exp = toy_experiment([c, Square(5, after=(c,))])
     assert exp.all_runs({}) == [a, b, c, Square(5, after=(c,))]
-    result = core.execute(exp, {}, store, quiet=True)
+    result = experiments.execute(exp, {}, store, quiet=True)
     assert result.verdicts[0]["value"] == [4, 9, 16 + 4 + 9, 25 + 29]  # hand-computed
     assert Square.log == [2, 3, 4, 5] and R.KINDS["test-square"] is Square
-    core.execute(exp, {}, store, quiet=True)
+    experiments.execute(exp, {}, store, quiet=True)
     assert Square.log == [2, 3, 4, 5]  # stored: nothing recomputed
 
 
@@ -71,10 +70,10 @@ def test_schedule_submits_a_run_only_after_its_dependencies(store):
 
     def submit(run):
         finished_before[run] = set(Square.log)
-        return pool.submit(run.compute, store)
+        return pool.submit(run.ensure, store)
 
     with ThreadPoolExecutor(2) as pool:
-        executors.schedule([a, b, c, d], submit, lambda: None)
+        executors.schedule([a, b, c, d], submit, lambda run, result: None)
     assert sorted(Square.log) == [1, 2, 3, 4]
     assert finished_before[c] >= {1} and finished_before[d] >= {1, 2}
 
@@ -83,7 +82,8 @@ def test_schedule_raises_the_first_failure_and_submits_nothing_after_it(store):
     bad = Square(-1)
     child = Square(6, after=(bad,))
     with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="x=-1 is invalid"):
-        executors.schedule([bad, Square(3), child], lambda r: pool.submit(r.compute, store), lambda: None)
+        executors.schedule([bad, Square(3), child], lambda r: pool.submit(r.ensure, store),
+                           lambda run, result: None)
     assert 6 not in Square.log and 3 in Square.log
 
 
@@ -96,8 +96,6 @@ def test_registering_a_taken_kind_name_is_refused():
 
 
 def test_ported_kinds_declare_dependencies_labels_and_cost():
-    from cascade import experiments
-
     exp = experiments.get("phenomenon")
     cfg = exp.make_config("smoke")
     ft = exp.runs(cfg)[0]
@@ -137,10 +135,10 @@ def test_schedule_fills_free_slots_with_the_longest_remaining_chain_first():
         fut.set_result(None)
         return fut
 
-    executors.schedule([a, b, c], submit, lambda: None, slots=1)
+    executors.schedule([a, b, c], submit, lambda run, result: None, slots=1)
     assert order == ["a", "c", "b"]
     order.clear()
-    executors.schedule([a, b, c], submit, lambda: None)  # no slot limit: everything ready at once, longest first
+    executors.schedule([a, b, c], submit, lambda run, result: None)  # no slot limit: everything ready at once, longest first
     assert order == ["a", "b", "c"]
 
 
@@ -151,3 +149,46 @@ def test_a_record_states_the_peak_memory_of_its_process():
 
     rss = provenance.meta(1.0, "cpu")["peak_rss_mb"]
     assert rss == round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1) and rss > 50  # torch loaded
+
+
+def test_plan_lists_missing_records_dependencies_first_and_ensure_writes_each_once(store):
+    a = Square(2)
+    b = Square(3, after=(a,))
+    assert R.plan([b], store) == [(a, R.RECORD_MISSING), (b, R.RECORD_MISSING)]
+    assert a.compute(store) == {"value": 4} and store.get(a) is None  # compute returns the result, writes nothing
+    Square.log.clear()
+    records = R.ensure_all([b], store)
+    assert [rec["result"]["value"] for rec in records] == [9 + 4] and Square.log == [2, 3]
+    assert store.get(a)["result"] == {"value": 4} and R.plan([b], store) == []
+    assert "started_from" not in records[0]["meta"]  # a kind without checkpoints names none
+    assert R.plan([b], store, force=True) == [(b, R.FORCED)]  # force: the runs asked for, not their stored deps
+    store.put(b, {"value": -1})  # a record that force must replace
+    assert b.ensure(store) == store.get(b) and Square.log == [2, 3]  # stored: returned as is
+    assert b.ensure(store, force=True)["result"] == {"value": 13} == store.get(b)["result"] and Square.log == [2, 3, 3]
+
+
+def test_unpack_keeps_a_stored_record_unless_told_to_replace_it(store):
+    run = Square(2)
+    store.put(run, {"value": 4})
+    executors._unpack(store, run, {"result": {"value": -1}, "meta": {}}, {"last.pt": b"weights"})
+    assert store.get(run)["result"] == {"value": 4}  # kept
+    assert (store.checkpoint_dir(run) / "last.pt").read_bytes() == b"weights"  # the files always land
+    executors._unpack(store, run, {"result": {"value": -1}, "meta": {"m": 1}}, {}, replace=True)
+    assert store.get(run)["result"] == {"value": -1} and store.get(run)["meta"] == {"m": 1}
+    executors._unpack(store, Square(7), None, {})  # no record: nothing written
+    assert store.get(Square(7)) is None
+
+
+def test_remote_computes_in_a_private_store_from_its_dependencies_records(store, monkeypatch):
+    """What a Dask worker does, in this process: seeded with the dependency's record (and its own, when only its
+    checkpoint is missing), it returns the run's record; with force it computes again whatever it was given."""
+    monkeypatch.setattr(executors, "_worker_start", lambda: None)
+    a = Square(2)
+    b = Square(3, after=(a,))
+    deps = [(a, (store.put(a, {"value": 4}), {}))]
+    record, files = executors._remote(b, "smoke", None, deps, False)
+    assert record["result"] == {"value": 9 + 4} and files == {} and Square.log == [3]
+    assert store.get(b) is None  # the client writes the records, not the worker
+    own = {**record, "result": {"value": -1}}
+    assert executors._remote(b, "smoke", own, deps, False)[0]["result"] == {"value": -1} and Square.log == [3]
+    assert executors._remote(b, "smoke", own, deps, True)[0]["result"] == {"value": 13} and Square.log == [3, 3]

@@ -2,6 +2,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -13,9 +14,24 @@ CONFIG = {"model": "resnet8", "lr": 0.1, "sizes": (256, 128), "nested": {"b": No
 
 @dataclasses.dataclass(frozen=True)
 class Cfg:
+    """A toy run: the store files a record by the run's kind, version and config."""
+    kind: ClassVar[str] = "exp"
+    version: ClassVar[int] = 1
     lr: float = 0.1
     sizes: tuple[int, ...] = (256, 128)
     root: Path = Path("/data")
+
+
+class CfgV0(Cfg):  # the same configs under an older version of the kind
+    version = 0
+
+
+class CfgV2(Cfg):
+    version = 2
+
+
+class OtherKind(Cfg):
+    kind = "other"
 
 
 @pytest.fixture
@@ -55,40 +71,46 @@ def test_canonical_of_dataclass_and_path():
 
 def test_round_trip(st):
     result = {"acc": 0.1 + 0.2, "curve": [1.5, float(2)], "n": 3}
-    record = st.put("exp", Cfg(), 2, result, meta={"wall_s": 1.25})
-    got = st.get("exp", Cfg(), 2)
+    record = st.put(CfgV2(), result, meta={"wall_s": 1.25})
+    got = st.get(CfgV2())
     assert got == record
     assert got["result"] == result and got["result"]["acc"] == 0.30000000000000004
-    assert got["meta"] == {"wall_s": 1.25} and got["key"] == config_hash(Cfg(), 2)
-    assert st.path("exp", got["key"]) == st.root / "smoke" / "exp" / f"{got['key']}.json"
-    assert st.checkpoint_dir("exp", got["key"]) == st.cache / "ckpt" / "exp" / got["key"]
+    assert got["meta"] == {"wall_s": 1.25} and got["key"] == config_hash(Cfg(), 2) == store.key(CfgV2())
+    assert got["experiment"] == "exp" and got["version"] == 2 and got["profile"] == "smoke"
+    assert st.folder("exp") == st.root / "smoke" / "exp"
+    assert st.path(CfgV2()) == st.root / "smoke" / "exp" / f"{got['key']}.json"
+    assert st.checkpoint_dir(CfgV2()) == st.cache / "ckpt" / "exp" / got["key"]
 
 
 def test_changed_config_or_version_misses(st):
-    st.put("exp", Cfg(), 1, {"acc": 0.5})
-    assert st.get("exp", Cfg(lr=0.2), 1) is None
+    st.put(Cfg(), {"acc": 0.5})
+    assert st.get(Cfg(lr=0.2)) is None
     assert config_hash(Cfg(lr=0.2), 1) != config_hash(Cfg(), 1)
-    assert st.get("exp", Cfg(), 2) is None
+    assert st.get(CfgV2()) is None
     assert config_hash(Cfg(), 2) != config_hash(Cfg(), 1)
-    assert st.get("other", Cfg(), 1) is None
-    assert Store("paper", root=st.root).get("exp", Cfg(), 1) is None
-    assert st.get("exp", Cfg(), 1)["result"] == {"acc": 0.5}
+    assert st.get(OtherKind()) is None
+    assert Store("paper", root=st.root).get(Cfg()) is None
+    assert st.get(Cfg())["result"] == {"acc": 0.5}
 
 
 @pytest.mark.parametrize("field, value", [("config", {"lr": 0.2, "root": "/data", "sizes": [256, 128]}),
                                           ("version", 7)])
 def test_get_rejects_record_whose_config_differs(st, field, value):
-    st.put("exp", Cfg(), 1, {"acc": 0.5})
-    path = st.path("exp", config_hash(Cfg(), 1))
+    st.put(Cfg(), {"acc": 0.5})
+    path = st.path(Cfg())
     record = json.loads(path.read_text())
     record[field] = value
     path.write_text(json.dumps(record))
-    assert st.get("exp", Cfg(), 1) is None
+    with pytest.raises(store.CorruptRecord, match="does not match its digest"):
+        st.get(Cfg())  # edited by hand: named, never used
+    record["digest"] = store.digest(record)
+    path.write_text(json.dumps(record))
+    assert st.get(Cfg()) is None  # a sound record of another config or version is not this run's
 
 
 @pytest.mark.parametrize("fails", ["replace", "fsync"])
 def test_atomic_write_survives_a_crash(st, monkeypatch, fails):
-    old = st.put("exp", Cfg(), 1, {"acc": 0.5})
+    old = st.put(Cfg(), {"acc": 0.5})
     folder = st.root / "smoke" / "exp"
 
     def boom(*args, **kwargs):
@@ -96,28 +118,31 @@ def test_atomic_write_survives_a_crash(st, monkeypatch, fails):
 
     monkeypatch.setattr(os, fails, boom)
     with pytest.raises(OSError, match="simulated crash"):
-        st.put("exp", Cfg(), 1, {"acc": 0.9})  # overwrite an existing record
+        st.put(Cfg(), {"acc": 0.9})  # overwrite an existing record
     with pytest.raises(OSError, match="simulated crash"):
-        st.put("exp", Cfg(lr=0.3), 1, {"acc": 0.9})  # write a new one
+        st.put(Cfg(lr=0.3), {"acc": 0.9})  # write a new one
     monkeypatch.undo()
-    assert st.get("exp", Cfg(), 1) == old
-    assert st.get("exp", Cfg(lr=0.3), 1) is None
+    assert st.get(Cfg()) == old
+    assert st.get(Cfg(lr=0.3)) is None
     assert sorted(p.name for p in folder.iterdir()) == [f"{config_hash(Cfg(), 1)}.json"]
 
 
-def test_status_done_missing_stale(st):
+def test_keys_lists_every_stored_record_and_get_only_current_ones(st):
     c1, c2, c3, c4 = Cfg(lr=0.1), Cfg(lr=0.2), Cfg(lr=0.3), Cfg(lr=0.4)
-    k = {c: config_hash(c, 1) for c in (c1, c2, c3, c4)}
+    k = {c: store.key(c) for c in (c1, c2, c3, c4)}
+    assert k[c1] == config_hash(c1, 1)
     for c in (c1, c2, c4):
-        st.put("exp", c, 1, {"acc": 0.5})
-    old = st.put("exp", c1, 0, {"acc": 0.4})["key"]  # same config, older version: stale
-    assert st.status("exp", [c1, c2, c3], 1) == {"done": [k[c1], k[c2]], "missing": [k[c3]],
-                                                 "stale": sorted([k[c4], old])}
-    # A record whose stored config was tampered with is not done.
-    path = st.path("exp", k[c2])
-    path.write_text(path.read_text().replace('"lr": 0.2', '"lr": 0.25'))
-    assert st.status("exp", [c1, c2, c3], 1)["missing"] == [k[c2], k[c3]]
-    assert st.status("nothing-yet", [c1], 1) == {"done": [], "missing": [k[c1]], "stale": []}
+        st.put(c, {"acc": 0.5})
+    old = st.put(CfgV0(lr=0.1), {"acc": 0.4})["key"]  # same config, older version: another key
+    assert old != k[c1] and st.keys("exp") == {k[c1], k[c2], k[c4], old}  # current or not
+    assert [c for c in (c1, c2, c3) if st.get(c) is None] == [c3]
+    # A record re-signed with another config is not returned, though its file is still listed.
+    path = st.path(c2)
+    record = json.loads(path.read_text().replace('"lr": 0.2', '"lr": 0.25'))
+    record["digest"] = store.digest(record)
+    path.write_text(json.dumps(record))
+    assert [c for c in (c1, c2, c3) if st.get(c) is None] == [c2, c3] and k[c2] in st.keys("exp")
+    assert st.keys("nothing-yet") == set()
 
 
 def test_default_root_follows_environment(monkeypatch, tmp_path):
@@ -130,8 +155,8 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
 
 
 def test_records_are_readable_by_others(st):
-    st.put("exp", Cfg(), 1, {"acc": 0.5})
-    assert st.path("exp", config_hash(Cfg(), 1)).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    st.put(Cfg(), {"acc": 0.5})
+    assert st.path(Cfg()).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
 
 
 # ------------------------------------------------------------------------------ keys that survive new fields
@@ -166,15 +191,16 @@ def test_known_run_keys_are_pinned():
 
     exp = experiments.get("phenomenon")
     runs = exp.all_runs(exp.make_config("paper"))
-    assert store.config_hash(runs[0], runs[0].version) == PINNED_PRETRAIN
+    assert store.config_hash(runs[0], runs[0].version) == PINNED_PRETRAIN == runs[0].key == store.key(runs[0])
     assert (Path(__file__).parents[1] / "results" / "paper" / "pretrain" / f"{PINNED_PRETRAIN}.json").exists()
 
 
 def test_from_canonical_rebuilds_nested_runs_and_refuses_unknown_fields():
-    from cascade.experiments import runs as R
+    from cascade import runs as R
+    from cascade.train import TrainConfig
 
-    run = R.FinetuneRun(R.PretrainRun(R.DataConfig(train_size=None), "resnet8", 4, R.TrainConfig(milestones=(0.3,))),
-                        R.PruneConfig("gmp", 0.1), R.TrainConfig(lr=0.01))
+    run = R.FinetuneRun(R.PretrainRun(R.DataConfig(train_size=None), "resnet8", 4, TrainConfig(milestones=(0.3,))),
+                        R.PruneConfig("gmp", 0.1), TrainConfig(lr=0.01))
     assert store.from_canonical(R.FinetuneRun, canonical(run)) == run
     assert store.from_canonical(R.FinetuneRun, json.loads(json.dumps(canonical(run)))) == run
     with pytest.raises(ValueError, match="field.s. speed unknown to PruneConfig; allowed: criterion, fraction, seed"):
@@ -182,23 +208,26 @@ def test_from_canonical_rebuilds_nested_runs_and_refuses_unknown_fields():
 
 
 def test_migrate_moves_old_full_form_records_to_current_keys(st):
-    from cascade.experiments import runs as R
+    from cascade import runs as R
+    from cascade.train import TrainConfig
 
-    run = R.PretrainRun(R.DataConfig(), "resnet8", 4, R.TrainConfig(epochs=2))
+    run = R.PretrainRun(R.DataConfig(), "resnet8", 4, TrainConfig(epochs=2))
     old = {"data": dataclasses.asdict(run.data), "model": "resnet8", "width": 4, "train": dataclasses.asdict(run.train)}
     old["train"]["milestones"] = list(old["train"]["milestones"])
     folder = st.root / "smoke" / "pretrain"
     folder.mkdir(parents=True)
     record = {"key": "0123456789ab", "experiment": "pretrain", "version": 1, "profile": "smoke", "config": old,
-              "meta": {"wall_time_s": 1.0}, "result": {"final": {"test_acc": 0.5}}}
+              "meta": {"wall_time_s": 1.0},
+              "result": {"epochs": 2, "history": [], "final": {"test_acc": 0.5}, "counts": {}}}  # unsigned
     (folder / "0123456789ab.json").write_text(json.dumps(record))
     stale = dict(record, version=0, key="ffffffffffff")
     (folder / "ffffffffffff.json").write_text(json.dumps(stale))
-    assert st.get("pretrain", run, 1) is None
+    assert st.get(run) is None and not st.path(run).exists()  # not at its current key yet
     moved = store.migrate(st.root, "smoke", {"pretrain": R.PretrainRun})
     key = config_hash(run, 1)
     assert moved == {"0123456789ab": key}
-    got = st.get("pretrain", run, 1)
+    got = st.get(run)  # moved and signed: its digest checks
     assert got["result"] == record["result"] and got["meta"] == record["meta"] and got["key"] == key
+    assert got["digest"] == store.digest(got)
     assert sorted(p.stem for p in folder.glob("*.json")) == sorted([key, "ffffffffffff"])
     assert store.migrate(st.root, "smoke", {"pretrain": R.PretrainRun}) == {}

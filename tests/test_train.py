@@ -199,7 +199,7 @@ def test_load_weights_with_a_mask_rewinds_survivors_only(tmp_path):
     (dict(epochs=2.5), "epochs=2.5 is invalid"),
     (dict(epochs="10"), "epochs='10' is invalid"),
     (dict(batch_size=0), "batch_size=0 is invalid; allowed: an int >= 1"),
-    (dict(lr=-0.1), "lr=-0.1 is invalid; allowed: a float >= 0"),
+    (dict(lr=-0.1), "lr=-0.1 is invalid; allowed: a finite float >= 0"),
     (dict(lr="0.1"), "lr='0.1' is invalid"),
     (dict(momentum=1.0), "momentum=1.0 is invalid; allowed: a float in [0, 1)"),
     (dict(nesterov=True, momentum=0.0), "nesterov=True is invalid; allowed: False when momentum is 0"),

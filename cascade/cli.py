@@ -33,12 +33,12 @@ def cmd_run(args) -> int:
                              workers=args.workers, scheduler=args.scheduler, **_params(args.param))
     if args.json:
         print(json.dumps({"experiment": result.experiment, "profile": result.profile, "runs": len(result.records),
-                          "computed": result.computed, "verdicts": result.verdicts}))
+                          "computed": result.computed, "verdicts": [v.as_dict() for v in result.verdicts]}))
         return 0
     print(f"{result.experiment} [{result.profile}]: {len(result.records)} runs, {result.computed} computed, "
           f"{result.wall_time_s / 60:.1f} min of stored compute")
     for v in result.verdicts:
-        print(f"  {v['claim']}: {v['summary']}")
+        print(f"  {v.claim} {v.word}: {v.summary}\n    ({v.direction})")
     return 0
 
 

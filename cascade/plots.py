@@ -16,7 +16,8 @@ STYLE = {
     "legend.fontsize": 9, "legend.frameon": False, "image.cmap": "viridis",
 }
 PROVENANCE_CHARS = 110  # characters of 7 pt text that fit in COLUMN
-VERDICT_COLORS = {"reproduces": "#2ca02c", "does not reproduce": "#d62728", "inconclusive": "#7f7f7f"}
+VERDICT_COLORS = {"reproduces": "#2ca02c", "does not reproduce": "#d62728", "inconclusive": "#7f7f7f",
+                  "not testable": "#9467bd"}
 PALETTE = {"gmp": "#1f77b4", "random": "#d62728", "none": "#555555", "layerwise": "#2ca02c",
            "random-layerwise": "#ff7f0e", "l1-filter": "#9467bd", "nm": "#8c564b"}
 
@@ -123,14 +124,20 @@ def grids(matrices: list[dict[str, pd.DataFrame]], result, fmt: str = "{:.2f}", 
 
 def forest(rows: list[dict]):
     """The claims at a glance: one panel per verdict with an estimate, its effect and 95% CI against its own
-    threshold (dashed), coloured by verdict. `rows` are `report.claims` rows."""
+    threshold (dashed), coloured by verdict; a "not testable" row is drawn hollow and apart, below the tested
+    ones, its premise named. `rows` are `report.claims` rows."""
     rows = [r for r in rows if r["effect"] is not None]
+    rows = [r for r in rows if r["verdict"] != "not testable"] + [r for r in rows if r["verdict"] == "not testable"]
     fig, axes = plt.subplots(len(rows), 1, squeeze=False, figsize=(COLUMN, 0.55 * len(rows) + 0.6))
     for ax, r in zip(axes[:, 0], rows):
         lo, hi = (r["effect"], r["effect"]) if r["ci95"][0] is None else r["ci95"]
         color = VERDICT_COLORS.get(r["verdict"], "#7f7f7f")
+        untestable = r["verdict"] == "not testable"
         ax.errorbar([r["effect"]], [0], xerr=[[r["effect"] - lo], [hi - r["effect"]]], fmt="o", color=color,
-                    capsize=4, markersize=6, linewidth=2)
+                    capsize=4, markersize=6, linewidth=2, mfc="white" if untestable else color,
+                    linestyle=":" if untestable else "-")
+        if untestable:
+            ax.set_facecolor("#f4f4f4")
         span = [lo, hi] + ([r["threshold"]] if r.get("threshold") is not None else [])
         if r.get("threshold") is not None:
             ax.axvline(r["threshold"], color="#333333", linestyle="--", linewidth=1)
@@ -141,7 +148,8 @@ def forest(rows: list[dict]):
         ax.spines["left"].set_visible(False)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_ylabel(f"{r['claim']}  {r['notebook'][:2]}", rotation=0, ha="right", va="center", fontsize=10)
-        ax.text(1.01, 0.5, r["verdict"], transform=ax.transAxes, color=color, va="center", fontsize=9)
+        label = "not testable:\npremise absent" if untestable else r["verdict"]
+        ax.text(1.01, 0.5, label, transform=ax.transAxes, color=color, va="center", fontsize=9)
     axes[-1, 0].set_xlabel("effect, 95% CI (each row on its own scale; dashed: the claim's threshold)")
     fig.tight_layout()
     return fig

@@ -9,7 +9,6 @@ import math
 import numbers
 from pathlib import Path
 
-VERDICTS = {True: "reproduces", False: "does not reproduce", None: "inconclusive"}
 NOT_RUN, UNTESTED = "not run", "not yet tested"
 
 
@@ -17,8 +16,9 @@ def claims(profile) -> list[dict]:
     """One row per (claim, experiment testing it, verdict) of the resolved `profile` (`experiments.Profile`, or a
     profile's name); a claim no experiment tests gets one row too.
 
-    Keys: claim, statement, experiment, notebook, verdict (a VERDICTS word, NOT_RUN or UNTESTED), holds,
-    effect, ci95, n_seeds, threshold and above (the CI is compared with), condition, summary.
+    Keys: claim, statement, experiment, notebook, verdict (one of `stats.WORDS`, NOT_RUN or UNTESTED), and for a
+    verdict every field of `stats.Verdict.as_dict` (holds, effect, ci95, n_seeds, delta, threshold and above, rule,
+    values, expected_half_width, condition, summary, direction, and premise for a conditional claim).
     """
     from . import experiments
 
@@ -27,8 +27,8 @@ def claims(profile) -> list[dict]:
     rows, verdicts = [], {}
     for claim, text in experiments.CLAIMS.items():
         base = {"claim": claim, "statement": text, "experiment": None, "notebook": None, "holds": None,
-                "effect": None, "ci95": [None, None], "n_seeds": 0, "threshold": None, "above": None,
-                "condition": "", "summary": ""}
+                "effect": None, "ci95": [None, None], "n_seeds": 0, "delta": None, "threshold": None, "above": None,
+                "expected_half_width": None, "condition": "", "summary": "", "direction": ""}
         tested = [e for e in experiments.registry().values() if claim in e.claims]
         if not tested:
             rows.append({**base, "verdict": UNTESTED})
@@ -36,14 +36,11 @@ def claims(profile) -> list[dict]:
             here = {**base, "experiment": exp.name, "notebook": exp.notebook}
             if exp.name not in verdicts:  # analysed once, however many claims it tests
                 verdicts[exp.name] = experiments.cached_verdicts(exp.name, profile)
-            found = [v for v in verdicts[exp.name] if v["claim"] == claim]
+            found = [v for v in verdicts[exp.name] if v.claim == claim]
             if not found:
                 rows.append({**here, "verdict": NOT_RUN})
             for v in found:
-                rows.append({**here, "verdict": VERDICTS[v["holds"]], "holds": v["holds"], "effect": v["effect"],
-                             "ci95": v["ci95"], "n_seeds": v["n_seeds"], "threshold": v.get("threshold"),
-                             "above": v.get("above"), "condition": v.get("condition", ""),
-                             "summary": v["summary"]})
+                rows.append({**here, **v.as_dict()})
     return rows
 
 
@@ -65,9 +62,19 @@ def claims_markdown(rows: list[dict], link=None, statements: bool = True) -> str
     """The claims table as Markdown; `link(row)` gives the evidence cell (default: the notebook's name).
     Without `statements` it fits a terminal."""
     link = link or (lambda row: row["notebook"] or "")
-    head = ["Claim", "Verdict", "Effect [95% CI]", "Seeds", "Condition", "Evidence"]
+    head = ["Claim", "Verdict", "Effect [95% CI]", "δ", "Seeds", "± expected", "Condition",
+            *(["What the data say"] if statements else []), "Evidence"]
+
+    def said(r):
+        premise = r.get("premise")
+        extra = "" if premise is None else (f" Premise: {premise['statistic']}, "
+                                            f"{'present' if premise['present'] else 'absent'}.")
+        return (r["direction"][:1].upper() + r["direction"][1:] + "." if r["direction"] else "") + extra
+
     return markdown_table(head, [[f"**{r['claim']}** {r['statement']}" if statements else r["claim"], r["verdict"],
-                                  effect(r), r["n_seeds"] or "", r["condition"], link(r)] for r in rows])
+                                  effect(r), "" if r["delta"] is None else f"{r['delta']:g}", r["n_seeds"] or "",
+                                  "" if r["expected_half_width"] is None else f"{r['expected_half_width']:.3g}",
+                                  r["condition"], *([said(r)] if statements else []), link(r)] for r in rows])
 
 
 class Table:
@@ -116,13 +123,13 @@ def _number(v) -> str:
     return f"{v:.4g}"
 
 
-def estimate(v: dict) -> str:
+def estimate(v) -> str:
     """'0.0121 (95% CI −0.0097 to 0.0338, n = 3)': a verdict's effect as the chapters' prose states it."""
-    if v["effect"] is None:
-        return f"no estimate (n = {v['n_seeds']})"
-    lo, hi = v["ci95"]
+    if v.effect is None:
+        return f"no estimate (n = {v.n_seeds})"
+    lo, hi = v.ci95
     ci = "" if lo is None else f"95% CI {_signed(lo)} to {_signed(hi)}, "
-    return f"{_signed(v['effect'])} ({ci}n = {v['n_seeds']})"
+    return f"{_signed(v.effect)} ({ci}n = {v.n_seeds})"
 
 
 def _signed(x: float) -> str:
@@ -133,7 +140,8 @@ def glue(result, **extra) -> None:
     """Glue a chapter's verdicts and headline numbers for its prose, so no number there is typed by hand.
 
     Per verdict (claim C): `C` (the estimate sentence), `C_verdict` (reproduces / does not reproduce /
-    inconclusive), `C_summary`, and the floats `C_effect`, `C_lo`, `C_hi`, `C_n`; for the chapter: `runs`,
+    inconclusive / not testable), `C_summary`, `C_direction`, and the floats `C_effect`, `C_lo`, `C_hi`, `C_n`,
+    `C_delta`, `C_half_width` (expected at its n); for the chapter: `runs`,
     `compute_min`, `command`, and from a backbone config `setup`, `pretrain_steps` and `seeds`; then every
     keyword given. Markdown cells use {glue:md}`C` and
     {glue:text}`C_effect:.3f`."""
@@ -152,11 +160,15 @@ def glue(result, **extra) -> None:
     if hasattr(cfg, "seed_list"):
         values["seeds"] = len(list(cfg.seed_list()))
     for v in result.verdicts:
-        c = v["claim"]
-        values |= {c: Markdown(estimate(v)), f"{c}_verdict": Markdown(f"**{VERDICTS[v['holds']]}**"),
-                   f"{c}_summary": Markdown(v["summary"]), f"{c}_n": v["n_seeds"]}
-        if v["effect"] is not None:
-            values |= {f"{c}_effect": v["effect"], f"{c}_lo": v["ci95"][0], f"{c}_hi": v["ci95"][1]}
+        c = v.claim
+        values |= {c: Markdown(estimate(v)), f"{c}_verdict": Markdown(f"**{v.word}**"),
+                   f"{c}_summary": Markdown(v.summary), f"{c}_direction": Markdown(v.direction[:1].upper()
+                                                                                   + v.direction[1:] + "."),
+                   f"{c}_n": v.n_seeds, f"{c}_delta": v.delta}
+        if v.effect is not None:
+            values |= {f"{c}_effect": v.effect, f"{c}_lo": v.ci95[0], f"{c}_hi": v.ci95[1]}
+        if v.expected_half_width is not None:
+            values[f"{c}_half_width"] = v.expected_half_width
     for name, value in {**values, **extra}.items():  # numpy scalars as Python numbers, which {glue:text} formats
         _glue(name, value.item() if isinstance(value, numbers.Number) and hasattr(value, "item") else value,
               display=False)

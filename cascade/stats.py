@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 import pandas as pd
 from scipy import stats
-
-VERDICT_KEYS = ("claim", "holds", "effect", "ci95", "n_seeds", "threshold", "above", "condition", "summary")
-
 
 def mean_ci(values) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval over seeds; the interval is (nan, nan) with fewer than two values."""
@@ -34,26 +32,146 @@ def paired(a: pd.Series, b: pd.Series) -> dict:
     return {"effect": m, "ci_lo": lo, "ci_hi": hi, "p": p, "n_seeds": len(d)}
 
 
-def verdict(claim: str, values: list[float], threshold: float, summary: str, above: bool = True,
-            condition: str = "") -> dict:
-    """A claim holds when the 95% CI of its per-seed effect lies beyond `threshold` (above it, or below it
-    with `above=False`), fails when the CI lies on the other side, and is inconclusive (None) when it
-    straddles the threshold or there are too few seeds.
-    `summary` may use {mean}, {lo}, {hi}, {n} and {word} (holds / does not hold / is inconclusive);
-    `condition` says briefly where the effect was measured (model, setting), for the claims table."""
+WORDS = ("reproduces", "does not reproduce", "inconclusive", "not testable")
+
+
+@dataclass(frozen=True)
+class Premise:
+    """The "when A is present" of a conditional claim: A's statistic with its CI, present when the CI lies beyond
+    its own threshold on A's side (`verdicts.md`, rule 5)."""
+
+    statistic: str
+    effect: float | None
+    ci95: tuple[float | None, float | None]
+    threshold: float
+    present: bool
+
+    @classmethod
+    def of(cls, statistic: str, values, threshold: float, above: bool = True) -> Premise:
+        m, lo, hi = mean_ci(values)
+        present = not math.isnan(lo) and (lo > threshold if above else hi < threshold)
+        return cls(statistic, _r(m), (_r(lo), _r(hi)), threshold, present)
+
+    def as_dict(self) -> dict:
+        return {"statistic": self.statistic, "effect": self.effect, "ci95": list(self.ci95),
+                "threshold": self.threshold, "present": self.present}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim's verdict under the book's standard (`verdicts.md`): the word, δ and the rule, the per-replicate
+    values with their mean and 95% CI, the half-width expected at the pre-registered n, the premise of a
+    conditional claim, and sentences that state the direction and size. The claims table, the forest plot, the CLI
+    and every chapter read this one object."""
+
+    claim: str
+    word: str
+    delta: float
+    above: bool
+    rule: str
+    values: tuple[float, ...]
+    effect: float | None
+    ci95: tuple[float | None, float | None]
+    expected_half_width: float | None
+    condition: str
+    summary: str
+    direction: str
+    premise: Premise | None = None
+
+    @property
+    def holds(self) -> bool | None:
+        """True (reproduces), False (does not reproduce) or None (inconclusive, not testable)."""
+        return {"reproduces": True, "does not reproduce": False}.get(self.word)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.values)
+
+    def as_dict(self) -> dict:
+        out = {"claim": self.claim, "verdict": self.word, "holds": self.holds, "effect": self.effect,
+               "ci95": list(self.ci95), "n_seeds": self.n_seeds, "delta": self.delta, "threshold": self.delta,
+               "above": self.above, "rule": self.rule, "values": list(self.values),
+               "expected_half_width": self.expected_half_width, "condition": self.condition,
+               "summary": self.summary, "direction": self.direction}
+        return out | ({"premise": self.premise.as_dict()} if self.premise is not None else {})
+
+
+def half_width(sd: float, n: int) -> float:
+    """The expected 95% CI half-width t(n - 1) SD / sqrt(n) of a mean over n replicates (rule 3)."""
+    return float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.inf
+
+
+def seeds_for(sd: float, delta: float, at_least: int = 3, at_most: int = 100) -> int:
+    """The smallest n >= `at_least` whose expected half-width is at most `delta` (`at_most` if none is)."""
+    return next((n for n in range(max(at_least, 2), at_most + 1) if half_width(sd, n) <= delta), at_most)
+
+
+def verdict(claim: str, values, delta: float, summary: str, above: bool = True, condition: str = "",
+            premise: Premise | None = None, planned_sd: float | None = None, units: str = "",
+            replicate: str = "seeds") -> Verdict:
+    """The verdict on `values`, one effect per replicate. The claim reproduces when their 95% CI lies beyond
+    `delta` on the claim's side (above it, or below it with `above=False`), does not reproduce when the CI lies on
+    the other side, and is inconclusive when it straddles `delta` (or there are too few replicates). With a
+    `premise` that is absent, it is not testable, whatever the effect.
+
+    `summary` may use {mean}, {lo}, {hi}, {n} and {word} (holds / does not hold / is inconclusive / is not
+    testable). `planned_sd`, the per-replicate SD the design was sized with (a pilot's, or earlier records'),
+    gives the expected half-width at this n; without it the observed SD stands in. `units` follow numbers in the
+    direction sentence ("points"; values are then scaled by 100)."""
+    values = tuple(float(v) for v in values)
     m, lo, hi = mean_ci(values)
-    beyond, short = (lo > threshold, hi < threshold) if above else (hi < threshold, lo > threshold)
-    holds = None if math.isnan(lo) else (True if beyond else False if short else None)
-    word = {True: "holds", False: "does not hold", None: "is inconclusive"}[holds]
-    return {"claim": claim, "holds": holds, "effect": _r(m), "ci95": [_r(lo), _r(hi)], "n_seeds": len(values),
-            "threshold": threshold, "above": above, "condition": condition,
-            "summary": summary.format(mean=m, lo=lo, hi=hi, n=len(values), word=word)}
+    if premise is not None and not premise.present:
+        word = "not testable"
+    elif math.isnan(lo):
+        word = "inconclusive"
+    else:
+        beyond, short = (lo > delta, hi < delta) if above else (hi < delta, lo > delta)
+        word = "reproduces" if beyond else "does not reproduce" if short else "inconclusive"
+    n = len(values)
+    sd = planned_sd if planned_sd is not None else (statistics.stdev(values) if n > 1 else math.nan)
+    hw = half_width(sd, n) if n > 1 and not math.isnan(sd) else math.nan
+    rule = (f"reproduces when the 95% CI lies {'above' if above else 'below'} δ = {delta:g}, does not when it lies "
+            f"{'below' if above else 'above'}; inconclusive when it straddles δ"
+            + ("; not testable when the premise is absent" if premise is not None else ""))
+    spoken = {"reproduces": "holds", "does not reproduce": "does not hold", "inconclusive": "is inconclusive",
+              "not testable": "is not testable"}[word]
+    return Verdict(claim, word, delta, above, rule, values, _r(m), (_r(lo), _r(hi)), _r(hw), condition,
+                   summary.format(mean=m, lo=lo, hi=hi, n=n, word=spoken),
+                   direction(values, m, lo, hi, delta, above, word, premise, units, replicate), premise)
 
 
-def no_estimate(claim: str, threshold: float, condition: str, summary: str, above: bool = True) -> dict:
+def direction(values, m, lo, hi, delta, above, word, premise, units, replicate) -> str:
+    """The result in words: which way and how far, in how many replicates, and where the CI lies against δ."""
+    scale = 100 if units == "points" else 1
+    unit = f" {units}" if units else ""
+
+    def num(x):
+        return f"{x * scale:+.3g}{unit}"
+
+    if not values:
+        return "no estimate: the configuration has no replicate for this claim"
+    positive = sum(v > 0 for v in values)
+    head = (f"the effect is {num(m)} on average, positive in {positive} of {len(values)} {replicate}"
+            if len(values) > 1 else f"the effect is {num(m)} from a single replicate")
+    if premise is not None and not premise.present:
+        return (f"{head}; but its premise is absent ({premise.statistic} is {premise.effect:+.3g}, 95% CI "
+                f"{premise.ci95[0]:+.3g} to {premise.ci95[1]:+.3g}, against its threshold {premise.threshold:g}), "
+                "so the claim is not testable here" if premise.ci95[0] is not None else
+                f"{head}; but its premise is absent ({premise.statistic}), so the claim is not testable here")
+    if math.isnan(lo):
+        return f"{head}; too few replicates for a CI"
+    where = f"the 95% CI {num(lo)} to {num(hi)}"
+    if word == "inconclusive":
+        toward = (m > delta) == above
+        return (f"{head}; {where} straddles δ = {num(delta)}, so inconclusive, leaning "
+                f"{'toward' if toward else 'against'} the claim")
+    side = "above" if (lo > delta) else "below"
+    return f"{head}; {where} lies {side} δ = {num(delta)}, so it {'reproduces' if word == 'reproduces' else 'does not reproduce'}"
+
+
+def no_estimate(claim: str, threshold: float, condition: str, summary: str, above: bool = True) -> Verdict:
     """The verdict of a claim this configuration does not estimate (no runs for it): inconclusive, no effect."""
-    return {"claim": claim, "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 0,
-            "threshold": threshold, "above": above, "condition": condition, "summary": summary}
+    return verdict(claim, (), threshold, summary, above, condition)
 
 
 def _r(x: float) -> float | None:

@@ -199,9 +199,9 @@ def test_rethinking_verdicts_by_hand():
     records += [(p, {"key": p.key, "result": {"final": {"test_acc": 0.9}, "counts": counts}})
                 for p in {r.pretrain for r in acc}]
     tables, (r1, r2) = rethinking.analyze(cfg, records)
-    assert r1["holds"] is True and r1["effect"] == pytest.approx(0.03)
-    assert r2["holds"] is None and r2["effect"] == pytest.approx(0.01)
-    assert r2["ci95"] == pytest.approx([0.01 - 0.0248, 0.01 + 0.0248], abs=1e-4)
+    assert r1.word == "reproduces" and r1.effect == pytest.approx(0.03)
+    assert r2.word == "inconclusive" and r2.effect == pytest.approx(0.01)
+    assert r2.ci95 == pytest.approx((0.01 - 0.0248, 0.01 + 0.0248), abs=1e-4)
     eff = tables["r1_effects"].set_index(["target", "arm"])
     assert eff.loc[("B", "Scratch-B"), "effect"] == pytest.approx(0.04)
     assert eff.loc[("B", "Scratch-E"), "effect"] == pytest.approx(0.0)
@@ -263,3 +263,31 @@ def test_price_lists_each_task_with_why_and_its_estimate_and_computes_nothing(tm
     assert store.keys("finetune") == {ft.key} and not (tmp_path / "cache").exists()  # nothing computed
     with pytest.raises(ValueError, match="workers=0"):
         experiments.price("phenomenon", "smoke", root=tmp_path, workers=0)
+
+
+def test_verdict_words_half_width_premise_and_direction_by_hand():
+    from cascade import stats
+
+    # 0.35, 0.70, 1.05: mean 0.7, SD 0.35, t(2) = 4.303: half-width 4.303 * 0.35 / sqrt(3) = 0.8695
+    v = stats.verdict("X", [0.35, 0.70, 1.05], 0.5, "X {word}", units="")
+    assert v.word == "inconclusive" and v.holds is None and v.n_seeds == 3
+    assert v.ci95 == pytest.approx((0.7 - 0.8695, 0.7 + 0.8695), abs=2e-4)  # stored to 4 decimals
+    assert v.expected_half_width == pytest.approx(0.8695, abs=2e-4)  # no planned SD: the observed one
+    assert "positive in 3 of 3 seeds" in v.direction and "leaning toward the claim" in v.direction
+    assert v.summary == "X is inconclusive"
+    assert stats.verdict("X", [0.35, 0.70, 1.05], 0.5, "", planned_sd=0.1).expected_half_width == \
+        pytest.approx(4.303 * 0.1 / 3 ** 0.5, abs=1e-3)
+    assert stats.verdict("X", [1.0, 1.1, 1.2], 0.5, "").word == "reproduces"
+    assert stats.verdict("X", [0.0, 0.1, 0.2], 0.5, "").word == "does not reproduce"
+    low = stats.verdict("X", [0.0, 0.1, 0.2], 0.5, "", above=False)  # the claim's side is below delta
+    assert low.word == "reproduces" and "lies below" in low.direction
+    absent = stats.Premise.of("cascade E", [-0.1, 0.0, 0.1], 0.5)
+    assert absent.present is False and absent.effect == pytest.approx(0.0)
+    nt = stats.verdict("X", [1.0, 1.1, 1.2], 0.5, "X {word}", premise=absent)
+    assert nt.word == "not testable" and nt.summary == "X is not testable" and "premise is absent" in nt.direction
+    row = nt.as_dict()
+    assert row["verdict"] == "not testable" and row["premise"]["present"] is False and row["delta"] == 0.5
+    assert stats.verdict("X", [1.0, 1.1, 1.2], 0.5, "", premise=stats.Premise.of("E", [1, 1.1, 1.2], 0.5)).word \
+        == "reproduces"
+    assert stats.seeds_for(0.009, 0.005) == 15  # the half-width t(n-1) 0.009 / sqrt(n) first falls to 0.005 at 15
+    assert stats.half_width(0.009, 14) > 0.005 >= stats.half_width(0.009, 15)

@@ -1,7 +1,7 @@
 """`cascade claims` and the book's claims page render the same rows, from stored records only."""
 import json
 
-from cascade import cli, experiments, report
+from cascade import cli, experiments, report, stats
 
 
 def test_claims_json_lists_every_claim_from_the_committed_store(capsys, monkeypatch):
@@ -11,19 +11,20 @@ def test_claims_json_lists_every_claim_from_the_committed_store(capsys, monkeypa
     assert [r["claim"] for r in rows if r["experiment"] is None] == [
         c for c in experiments.CLAIMS if not any(c in e.claims for e in experiments.REGISTRY.values())]
     assert {r["claim"] for r in rows} == set(experiments.CLAIMS)
-    assert all(r["verdict"] in {*report.VERDICTS.values(), report.NOT_RUN, report.UNTESTED} for r in rows)
-    c1 = next(r for r in rows if r["experiment"] == "phenomenon")
-    stored = experiments.cached_verdicts("phenomenon", experiments.Profile.resolve("paper"))[0]
-    assert (c1["holds"], c1["effect"], c1["ci95"], c1["n_seeds"]) == (
-        stored["holds"], stored["effect"], stored["ci95"], stored["n_seeds"])
-    assert c1["verdict"] == report.VERDICTS[stored["holds"]] and c1["condition"].startswith("resnet20 w16")
+    assert all(r["verdict"] in {*stats.WORDS, report.NOT_RUN, report.UNTESTED} for r in rows)
+    tested = [r for r in rows if r["verdict"] in stats.WORDS]
+    assert tested and all({"delta", "n_seeds", "ci95", "expected_half_width", "direction"} <= set(r) for r in tested)
+    assert all(r["direction"] and r["delta"] is not None for r in tested)
+    c1 = next(r for r in rows if r["experiment"] == "conditions")
+    stored = experiments.cached_verdicts("conditions", experiments.Profile.resolve("paper"))[0]
+    assert {k: c1[k] for k in stored.as_dict()} == stored.as_dict() and c1["verdict"] == stored.word
 
 
 def test_claims_reads_the_store_of_the_resolved_profile(tmp_path):
     """A profile's name reads the default store; a resolved profile reads its own root (here an empty one)."""
     by_name = report.claims("paper")
     assert by_name == report.claims(experiments.Profile.resolve("paper"))
-    assert any(r["verdict"] in report.VERDICTS.values() for r in by_name)
+    assert any(r["verdict"] in stats.WORDS for r in by_name)
     empty = report.claims(experiments.Profile.resolve("paper", tmp_path))
     assert {r["verdict"] for r in empty if r["experiment"]} == {report.NOT_RUN}
     assert [r["claim"] for r in empty] == [r["claim"] for r in by_name]
@@ -32,8 +33,8 @@ def test_claims_reads_the_store_of_the_resolved_profile(tmp_path):
 def test_claims_text_is_the_books_table_without_statements(capsys):
     assert cli.main(["claims", "--profile", "paper"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| Claim | Verdict | Effect [95% CI] | Seeds | Condition | Evidence |"
-    assert "| T3 | not yet tested |  |  |  |  |" in lines
+    assert lines[0] == "| Claim | Verdict | Effect [95% CI] | δ | Seeds | ± expected | Condition | Evidence |"
+    assert "| T3 | not yet tested |  |  |  |  |  |  |" in lines
 
 
 def test_claims_refuses_an_unknown_profile(capsys):
@@ -64,10 +65,11 @@ def test_table_renders_html_and_text_with_formats_and_the_index_as_a_column():
 
 
 def test_estimate_reads_as_the_chapters_prose_states_it():
-    assert report.estimate({"effect": -0.0097, "ci95": [-0.02, 0.0338], "n_seeds": 3}) == \
-        "\u22120.0097 (95% CI \u22120.02 to 0.0338, n = 3)"
-    assert report.estimate({"effect": 0.5, "ci95": [None, None], "n_seeds": 1}) == "0.5 (n = 1)"
-    assert report.estimate({"effect": None, "ci95": [None, None], "n_seeds": 0}) == "no estimate (n = 0)"
+    three = stats.verdict("X", [-0.03, -0.0097, 0.0106], 0.0, "")  # mean -0.0097
+    lo, hi = three.ci95
+    assert report.estimate(three) == f"\u22120.0097 (95% CI \u2212{-lo:.3g} to {hi:.3g}, n = 3)"
+    assert report.estimate(stats.verdict("X", [0.5], 0.0, "")) == "0.5 (n = 1)"
+    assert report.estimate(stats.verdict("X", [], 0.0, "")) == "no estimate (n = 0)"
 
 
 def _result(name, **overrides):
@@ -76,8 +78,9 @@ def _result(name, **overrides):
     exp = experiments.get(name)
     return SimpleNamespace(experiment=name, profile="smoke", config=exp.make_config("smoke", **overrides),
                            records=[(None, {"meta": {"wall_time_s": 90.0}})] * 2, wall_time_s=180.0,
-                           verdicts=[{"claim": "R1", "holds": None, "effect": 0.0121, "ci95": [-0.0097, 0.0338],
-                                      "n_seeds": 3, "summary": "R1 is inconclusive."}])
+                           verdicts=[stats.Verdict("R1", "inconclusive", -0.005, True, "", (0.0, 0.0121, 0.0242),
+                                                   0.0121, (-0.0097, 0.0338), 0.02, "", "R1 is inconclusive.",
+                                                   "the effect is +0.0121")])
 
 
 def test_command_regenerates_the_chapter_with_its_overrides():
@@ -99,6 +102,8 @@ def test_glue_names_the_verdicts_and_the_setup(monkeypatch):
     assert values["R1"] == "0.0121 (95% CI \u22120.0097 to 0.0338, n = 3)"
     assert (values["R1_effect"], values["R1_lo"], values["R1_hi"], values["R1_n"]) == (0.0121, -0.0097, 0.0338, 3)
     assert values["R1_verdict"] == "**inconclusive**" and values["R1_summary"] == "R1 is inconclusive."
+    assert values["R1_direction"] == "The effect is +0.0121." and values["R1_delta"] == -0.005
+    assert values["R1_half_width"] == 0.02
     # smoke: resnet8 at width 4, 256 training and 128 test images, 2 epochs of 256 // 64 = 4 steps, 2 seeds
     assert values["setup"] == "resnet8 at width 4 on fashion-mnist (256 training / 128 test images)"
     assert (values["pretrain_steps"], values["seeds"], values["runs"], values["compute_min"]) == (8, 2, 2, 3.0)
@@ -125,7 +130,7 @@ def test_diff_against_head_of_an_unchanged_store_lists_no_change(capsys):
     assert {r["change"] for r in rows} == {""}
     assert {(r["claim"], r["field"]) for r in rows} >= {("R1", "verdict"), ("C1", "effect"), ("T3", "n_seeds")}
     r1 = next(r for r in rows if r["claim"] == "R1" and r["field"] == "effect")
-    assert r1["HEAD"] == r1["working tree"] == experiments.cached_verdicts("rethinking", experiments.Profile.resolve("paper"))[0]["effect"]
+    assert r1["HEAD"] == r1["working tree"] == experiments.cached_verdicts("rethinking", experiments.Profile.resolve("paper"))[0].effect
     assert cli.main(["diff", "HEAD"]) == 0
     assert capsys.readouterr().out.startswith("no verdict, effect, CI or seed count changed between HEAD")
 

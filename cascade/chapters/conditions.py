@@ -147,6 +147,14 @@ def choose(cfg: Config, table: pd.DataFrame) -> tuple[str, bool]:
     return f"{pick[0]:g}/{pick[1]:g}/{pick[2]}", bool(len(alive))
 
 
+def hottest_surviving(cfg: Config, table: pd.DataFrame) -> tuple:
+    """The map point (lr, weight decay, schedule) where accuracy survives (`survival`) with the largest temperature
+    shedding T of the control: where the exploration should have looked for a cascade (`verdicts.md`, rule 8)."""
+    grid = table.xs((cfg.batch_size, cfg.finetune_epochs, cfg.fraction), level=("batch_size", "epochs", "fraction"))
+    grid = grid[[p in cfg.grid() for p in grid.index]]
+    return grid[grid.acc_drop <= cfg.survival].temperature.idxmax()
+
+
 def slopes(dec: pd.DataFrame, seeds) -> pd.DataFrame:
     """Per dose point and seed, the least-squares slope of the excess shed share (1 - f)(K_p - K_c) against f
     (a cascade: slope > 1), then mean and 95% CI over seeds per point."""

@@ -1,4 +1,8 @@
-"""01 phenomenon (C1): does pruning a small fraction set off shedding of a much larger one?
+"""01 phenomenon: the pilot of C1 (does pruning a small fraction set off shedding of a much larger one?).
+
+Chapter 02 supersedes this chapter's C1 estimate: E below counts the relaxation of the kept set (which the unpruned
+control shows too) as cascade, so 02 splits it off with the control's kept set and decides C1. This chapter stays
+as the pilot, and tests no claim in the claims table.
 
 Protocol (fixed before any result was seen): a dense ResNet is pre-trained; copies are pruned
 one-shot by `gmp` and `random` at small fractions and fine-tuned with a constant learning rate;
@@ -107,8 +111,9 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     per_seed = ex.groupby("seed").excess_ratio.mean().tolist()
     v = stats.verdict(
         "C1", per_seed, 1.0,
-        "C1 {word} at our scale: after pruning, fine-tuning sheds {mean:.2f}x the pruned fraction beyond the "
-        "unpruned control (95% CI {lo:.2f} to {hi:.2f}, n={n} seeds; threshold 1x).",
+        "Pilot estimate (superseded by chapter 02, whose decomposition separates relaxation from cascade): after "
+        "pruning, fine-tuning sheds {mean:.2f}x the pruned fraction beyond the unpruned control (95% CI {lo:.2f} to "
+        "{hi:.2f}, n={n} seeds; threshold 1x).",
         condition=f"{cfg.model} w{cfg.width}, one-shot {'+'.join(cfg.criteria)} at "
                   f"{', '.join(f'{f:g}' for f in cfg.fractions)}")
     tables = {"summary": summary, "excess": ex, "frame": frame, "history": hist}
@@ -118,7 +123,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
 
 
 EXPERIMENT = core.Experiment(
-    name="phenomenon", notebook="01_phenomenon", claims=("C1",), config=Config,
+    name="phenomenon", notebook="01_phenomenon", claims=(), config=Config,
     profiles={
         "smoke": dict(model="resnet8", width=4, train_size=256, test_size=128, seeds=2, fractions=(0.1,),
                       pretrain_epochs=2, finetune_epochs=2, batch_size=64),
@@ -126,6 +131,6 @@ EXPERIMENT = core.Experiment(
         "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60,
                      finetune_epochs=20),
     },
-    runs=runs, analyze=analyze, figures={"C1": "fig-phenomenon-shedding"},
+    runs=runs, analyze=analyze,
     description="Prune a pre-trained ResNet one-shot (gmp, random) at small fractions and track shedding "
                 "during fine-tuning against an unpruned control.")

@@ -123,13 +123,13 @@ def _number(v) -> str:
     return f"{v:.4g}"
 
 
-def estimate(v) -> str:
-    """'0.0121 (95% CI −0.0097 to 0.0338, n = 3)': a verdict's effect as the chapters' prose states it."""
-    if v.effect is None:
-        return f"no estimate (n = {v.n_seeds})"
-    lo, hi = v.ci95
+def estimate(effect: float | None, ci95, n: int) -> str:
+    """'0.0121 (95% CI −0.0097 to 0.0338, n = 3)': an effect as the chapters' prose states it."""
+    if effect is None:
+        return f"no estimate (n = {n})"
+    lo, hi = ci95
     ci = "" if lo is None else f"95% CI {_signed(lo)} to {_signed(hi)}, "
-    return f"{_signed(v.effect)} ({ci}n = {v.n_seeds})"
+    return f"{_signed(effect)} ({ci}n = {n})"
 
 
 def _signed(x: float) -> str:
@@ -161,7 +161,7 @@ def glue(result, **extra) -> None:
         values["seeds"] = len(list(cfg.seed_list()))
     for v in result.verdicts:
         c = v.claim
-        values |= {c: Markdown(estimate(v)), f"{c}_verdict": Markdown(f"**{v.word}**"),
+        values |= {c: Markdown(estimate(v.effect, v.ci95, v.n_seeds)), f"{c}_verdict": Markdown(f"**{v.word}**"),
                    f"{c}_summary": Markdown(v.summary), f"{c}_direction": Markdown(v.direction[:1].upper()
                                                                                    + v.direction[1:] + "."),
                    f"{c}_n": v.n_seeds, f"{c}_delta": v.delta}

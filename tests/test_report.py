@@ -67,9 +67,9 @@ def test_table_renders_html_and_text_with_formats_and_the_index_as_a_column():
 def test_estimate_reads_as_the_chapters_prose_states_it():
     three = stats.verdict("X", [-0.03, -0.0097, 0.0106], 0.0, "")  # mean -0.0097
     lo, hi = three.ci95
-    assert report.estimate(three) == f"\u22120.0097 (95% CI \u2212{-lo:.3g} to {hi:.3g}, n = 3)"
-    assert report.estimate(stats.verdict("X", [0.5], 0.0, "")) == "0.5 (n = 1)"
-    assert report.estimate(stats.verdict("X", [], 0.0, "")) == "no estimate (n = 0)"
+    assert report.estimate(three.effect, three.ci95, 3) == f"\u22120.0097 (95% CI \u2212{-lo:.3g} to {hi:.3g}, n = 3)"
+    assert report.estimate(0.5, (None, None), 1) == "0.5 (n = 1)"
+    assert report.estimate(None, (None, None), 0) == "no estimate (n = 0)"
 
 
 def _result(name, **overrides):

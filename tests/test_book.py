@@ -53,11 +53,14 @@ def stub_experiments(mp):
     is stored, and `compute` records what it is asked and computes nothing."""
     from cascade.store import Store
 
+    from cascade.stats import Verdict
+
     verdicts = {"dummy": [
-        {"claim": "C1", "holds": True, "effect": 0.1234, "ci95": [0.05, 0.2], "n_seeds": 3, "summary": "",
-         "condition": "lr=0.1"},
-        {"claim": "C2", "holds": False, "effect": -0.5, "ci95": [-0.75, -0.25], "n_seeds": 2, "summary": ""},
-        {"claim": "C3", "holds": None, "effect": None, "ci95": [None, None], "n_seeds": 1, "summary": ""}]}
+        Verdict("C1", "reproduces", 0.0, True, "", (0.05, 0.1234, 0.2), 0.1234, (0.05, 0.2), 0.08, "lr=0.1", "",
+                "the effect is +0.123"),
+        Verdict("C2", "does not reproduce", 0.0, True, "", (-0.5, -0.5), -0.5, (-0.75, -0.25), None, "", "",
+                "the effect is -0.5"),
+        Verdict("C3", "inconclusive", 0.0, True, "", (0.1,), None, (None, None), None, "", "", "")]}
     module = types.ModuleType("cascade.experiments")
     module.PROFILES = ("smoke", "paper")
     module.CLAIMS = {"C1": "Weights shed | cascade", "C2": "Shedding beats GMP", "C3": "Depth matters",
@@ -131,12 +134,13 @@ def test_claims_page_rows(monkeypatch, tmp_path):
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
     link = "[01 verdict](chapters/01_dummy.ipynb#verdict)"
     assert rows == [  # C1 names the figure that decides it
-        rf"| **C1** Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 3 | lr=0.1 | "
-        rf"{{numref}}`Fig. %s <fig-dummy>`, {link} |",
-        f"| **C2** Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 2 |  | {link} |",
-        f"| **C3** Depth matters | inconclusive |  | 1 |  | {link} |",
-        "| **C4** Width matters | not run |  |  |  | 02_later |",  # no chapter 02_later: no link
-        "| **T1** Untested | not yet tested |  |  |  |  |",
+        rf"| **C1** Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 0 | 3 | 0.08 | lr=0.1 | "
+        rf"The effect is +0.123. | {{numref}}`Fig. %s <fig-dummy>`, {link} |",
+        f"| **C2** Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 0 | 2 |  |  | The effect is -0.5. "
+        f"| {link} |",
+        f"| **C3** Depth matters | inconclusive |  | 0 | 1 |  |  |  | {link} |",
+        "| **C4** Width matters | not run |  |  |  |  |  |  | 02_later |",  # no chapter 02_later: no link
+        "| **T1** Untested | not yet tested |  |  |  |  |  |  |  |",
     ]
     assert "profile `smoke`" in page
     assert "```{figure} forest.png\n:name: fig-claims-forest" in page and (tmp_path / "forest.png").stat().st_size
@@ -377,7 +381,7 @@ def test_html_fetches_nothing_external_and_links_resolve(built):
     assert not bad, f"external resources: {bad}"
     assert not broken, f"broken relative links: {broken}"
     claims = (html / "claims.html").read_text()
-    assert re.search(r'href="chapters/01_\w+\.html#verdict"', claims), "claims table links no chapter's verdict"
+    assert re.search(r'href="chapters/0\d_\w+\.html#verdict"', claims), "claims table links no chapter's verdict"
     assert REDIRECT.search((html / "index.html").read_text()).group(1) == "claims.html"  # the book opens on it
     if REAL:  # each tested claim links the figure that decides it, which is in that chapter
         for exp in book_experiments().REGISTRY.values():

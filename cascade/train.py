@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .data import Loader, Split
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 SEEDS = 2 ** 32  # seeds are below this: the loader seeds a generator with seed * 100_003 + epoch
-OPTIMIZERS = ("sgd",)  # the training loop takes its optimizer by name from the config (`make_optimizer`)
+OPTIMIZERS = ("sgd", "sam")  # the training loop takes its optimizer by name from the config (`make_optimizer`)
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,14 @@ class TrainConfig:
     (`decay_norm_and_bias=True`): that is what the reference CIFAR code of Liu et al. and Zhou et al.
     does, and shrinking BN gammas is one route by which channels die, which is what we measure.
     `start_epoch > 0` replays the schedule of an `epochs`-long run from that epoch: LR rewinding.
+    `optimizer="sam"` is sharpness-aware SGD with radius `sam_rho` (`SAM`); both are left out of a run's key at
+    their defaults, so every SGD record keeps its key.
     """
 
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"
+    sam_rho: float = 0.05
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -59,6 +63,7 @@ class TrainConfig:
         checks = [
             ("lr_schedule", lambda: self.lr_schedule in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
             ("optimizer", lambda: self.optimizer in OPTIMIZERS, ", ".join(OPTIMIZERS)),
+            ("sam_rho", lambda: 0 < self.sam_rho < math.inf, "a finite float > 0"),
             ("precision", lambda: self.precision in PRECISIONS, ", ".join(PRECISIONS)),
             ("epochs", lambda: _is_int(self.epochs) and self.epochs >= 0, "an int >= 0"),
             ("batch_size", lambda: _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
@@ -288,12 +293,59 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     return [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+class SAM(torch.optim.SGD):
+    """Sharpness-aware minimisation (Foret et al. 2021) over SGD: the gradient is taken again at w + rho g / ||g||
+    (g the gradient at w, its norm over every parameter), and SGD steps from w with it. The loop calls `perturb`
+    after the first backward pass and `restore` after the second; `step` is SGD's, so momentum and weight decay
+    act as in SGD. Pruned weights have zero gradients, so they are not perturbed either."""
+
+    def __init__(self, params, rho: float, **sgd):
+        super().__init__(params, **sgd)
+        self.rho, self._shift = rho, []
+
+    @torch.no_grad()
+    def perturb(self) -> None:
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        scale = self.rho / norm.clamp_min(1e-12)
+        self._shift = [(p, p.grad * scale) for p in params]
+        for p, e in self._shift:
+            p.add_(e)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, e in self._shift:
+            p.sub_(e)
+        self._shift = []
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer `cfg.optimizer` names, over `param_groups(model, cfg)`."""
+    sgd = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.SGD(param_groups(model, cfg), **sgd)
+    if cfg.optimizer == "sam":
+        return SAM(param_groups(model, cfg), cfg.sam_rho, **sgd)
     raise ValueError(f"optimizer={cfg.optimizer!r} is invalid; allowed: {', '.join(OPTIMIZERS)}")
+
+
+@contextmanager
+def frozen_norm_statistics(model: torch.nn.Module):
+    """BatchNorm running statistics left as they are (momentum 0) inside: SAM's second, perturbed pass normalises
+    with its own batch statistics but does not update the running ones, which then move once per step, from the
+    unperturbed pass (as in Zhou et al.'s code)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def train(model: torch.nn.Module, train_set: Split, cfg: TrainConfig, *, mask=None, callbacks=(),
@@ -371,12 +423,21 @@ def epochs(state: State, loader: Loader, flops_per_image: float, callbacks: list
                 loss.backward()
                 if state.mask is not None:
                     state.mask.zero_grads(model)
+                if isinstance(optimizer, SAM):  # the gradient again, at the perturbed weights
+                    optimizer.perturb()
+                    with frozen_norm_statistics(model), autocast(device, cfg.precision):
+                        perturbed = F.cross_entropy(model(x).float(), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    perturbed.backward()
+                    if state.mask is not None:
+                        state.mask.zero_grads(model)
+                    optimizer.restore()
                 optimizer.step()
                 if state.mask is not None:
                     state.mask.apply_(model)
                 loss_sum += loss.detach() * len(y)
                 correct += (out.argmax(1) == y).sum()
-            FLOPS[key] += flops_per_image * len(y)
+            FLOPS[key] += flops_per_image * len(y) * (2 if isinstance(optimizer, SAM) else 1)
             state.step += 1
             for cb in stepped:
                 if state.step % cb.every_steps == 0:

@@ -14,15 +14,8 @@ from cascade.store import Store
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CASCADE_RESULTS", str(root / "results"))
-    mp.setenv("CASCADE_CACHE", str(root / "cache"))
-    mp.delenv("CASCADE_READ_ONLY", raising=False)
-    experiments.run("phenomenon", "smoke", quiet=True, hot="")
-    yield root
-    mp.undo()
+def smoke(smoke_phenomenon):
+    return smoke_phenomenon[0]
 
 
 def _snapshot(root):

@@ -13,16 +13,8 @@ from cascade.store import CorruptRecord, Store, digest
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The smoke phenomenon chapter (cold protocol only), computed once into a store of this module."""
-    root = tmp_path_factory.mktemp("store")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CASCADE_RESULTS", str(root / "results"))
-    mp.setenv("CASCADE_CACHE", str(root / "cache"))
-    mp.delenv("CASCADE_READ_ONLY", raising=False)
-    result = experiments.run("phenomenon", "smoke", quiet=True, hot="")
-    yield root, result
-    mp.undo()
+def smoke(smoke_phenomenon):
+    return smoke_phenomenon
 
 
 def _finetune(result):

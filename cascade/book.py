@@ -226,7 +226,8 @@ def claims_page(profile, chapters: list[str], template: Path, forest: Path) -> s
     else:
         figure = "No claim has a stored estimate for this profile yet."
     return Template(template.read_text()).substitute(
-        profile=profile.name, forest=figure, table=report.claims_markdown(rows, link))
+        profile=profile.name, forest=figure, table=report.claims_markdown(rows, link),
+        directions=report.directions_markdown(rows) or "No claim has a verdict for this profile yet.")
 
 
 def write_data(profile, chapter: str, folder: Path) -> None:

@@ -62,19 +62,25 @@ def claims_markdown(rows: list[dict], link=None, statements: bool = True) -> str
     """The claims table as Markdown; `link(row)` gives the evidence cell (default: the notebook's name).
     Without `statements` it fits a terminal."""
     link = link or (lambda row: row["notebook"] or "")
-    head = ["Claim", "Verdict", "Effect [95% CI]", "δ", "Seeds", "± expected", "Condition",
-            *(["What the data say"] if statements else []), "Evidence"]
-
-    def said(r):
-        premise = r.get("premise")
-        extra = "" if premise is None else (f" Premise: {premise['statistic']}, "
-                                            f"{'present' if premise['present'] else 'absent'}.")
-        return (r["direction"][:1].upper() + r["direction"][1:] + "." if r["direction"] else "") + extra
-
+    head = ["Claim", "Verdict", "Effect [95% CI]", "δ", "Seeds", "± expected", "Condition", "Evidence"]
     return markdown_table(head, [[f"**{r['claim']}** {r['statement']}" if statements else r["claim"], r["verdict"],
                                   effect(r), "" if r["delta"] is None else f"{r['delta']:g}", r["n_seeds"] or "",
                                   "" if r["expected_half_width"] is None else f"{r['expected_half_width']:.3g}",
-                                  r["condition"], *([said(r)] if statements else []), link(r)] for r in rows])
+                                  r["condition"], link(r)] for r in rows])
+
+
+def directions_markdown(rows: list[dict]) -> str:
+    """What the data say, in words, for each verdict of the claims table (and its premise, where it has one)."""
+    out = []
+    for r in rows:
+        if not r.get("direction"):
+            continue
+        premise = r.get("premise")
+        extra = "" if premise is None else (f" Premise ({premise['statistic']}): "
+                                            f"{'present' if premise['present'] else 'absent'}.")
+        out.append(f"- **{r['claim']}** ({r['notebook']}, {r['verdict']}): {r['direction'][:1].upper()}"
+                   f"{r['direction'][1:]}.{extra}")
+    return "\n".join(out)
 
 
 class Table:

@@ -64,6 +64,30 @@ def test_phenomenon_on_dask_writes_the_records_of_a_local_run(cluster, tmp_path,
     assert all(on_dask[k]["result"] == here[k]["result"] for k in here)  # same CPU and threads: same numbers
 
 
+def test_on_dask_a_missing_checkpoint_is_rebuilt_once_and_the_record_kept(cluster, tmp_path, monkeypatch):
+    """A store with its records but no checkpoints (a fresh clone): a new fraction needs each dense model again;
+    on Dask each is rebuilt by its own task, its record kept, and the new records say so."""
+    import shutil
+
+    from cascade import runs as R
+
+    monkeypatch.setenv("CASCADE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "cache"))
+    experiments.run("phenomenon", "smoke", quiet=True, hot="", scheduler=cluster.scheduler_address)
+    shutil.rmtree(tmp_path / "cache")
+    pretrains = {p.stem: p.read_text() for p in (tmp_path / "results" / "smoke" / "pretrain").glob("*.json")}
+    price = experiments.price("phenomenon", "smoke", fractions=(0.3,), hot="")
+    assert sorted(t["key"] for t in price["tasks"] if t["why"] == R.CHECKPOINT_MISSING) == sorted(pretrains)
+    result = experiments.run("phenomenon", "smoke", quiet=True, fractions=(0.3,), hot="",
+                             scheduler=cluster.scheduler_address)
+    assert result.computed == len(price["tasks"])
+    for key, text in pretrains.items():
+        assert (tmp_path / "results" / "smoke" / "pretrain" / f"{key}.json").read_text() == text
+        assert (tmp_path / "cache" / "ckpt" / "pretrain" / key / R.base.REBUILT).exists()
+    assert all(rec["meta"]["started_from"][f"pretrain/{run.pretrain.key}"]["rebuilt"]
+               for run, rec in result.records if run.kind == "finetune")
+
+
 def test_a_worker_killed_mid_sweep_loses_nothing(cluster, tmp_path):
     from cascade import executors
 

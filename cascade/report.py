@@ -62,11 +62,17 @@ def claims_markdown(rows: list[dict], link=None, statements: bool = True) -> str
     """The claims table as Markdown; `link(row)` gives the evidence cell (default: the notebook's name).
     Without `statements` it fits a terminal."""
     link = link or (lambda row: row["notebook"] or "")
-    head = ["Claim", "Verdict", "Effect [95% CI]", "δ", "Seeds", "± expected", "Condition", "Evidence"]
+    head = ["Claim", "Verdict", "Effect [95% CI]; δ", "Seeds (± expected)", "Condition", "Evidence"]
+
+    def against(r):
+        return effect(r) + ("" if r["delta"] is None or r["effect"] is None else f"; δ = {r['delta']:g}")
+
+    def seeds(r):
+        hw = r["expected_half_width"]
+        return f"{r['n_seeds'] or ''}" + ("" if hw is None else f" (± {hw:.3g})")
+
     return markdown_table(head, [[f"**{r['claim']}** {r['statement']}" if statements else r["claim"], r["verdict"],
-                                  effect(r), "" if r["delta"] is None else f"{r['delta']:g}", r["n_seeds"] or "",
-                                  "" if r["expected_half_width"] is None else f"{r['expected_half_width']:.3g}",
-                                  r["condition"], link(r)] for r in rows])
+                                  against(r), seeds(r), r["condition"], link(r)] for r in rows])
 
 
 def directions_markdown(rows: list[dict]) -> str:

@@ -134,12 +134,12 @@ def test_claims_page_rows(monkeypatch, tmp_path):
     rows = [line for line in page.splitlines() if line.startswith("|")][2:]  # after header and rule
     link = "[01 verdict](chapters/01_dummy.ipynb#verdict)"
     assert rows == [  # C1 names the figure that decides it
-        rf"| **C1** Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2] | 0 | 3 | 0.08 | lr=0.1 | "
+        rf"| **C1** Weights shed \| cascade | reproduces | 0.123 [0.05, 0.2]; δ = 0 | 3 (± 0.08) | lr=0.1 | "
         rf"{{numref}}`Fig. %s <fig-dummy>`, {link} |",
-        f"| **C2** Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25] | 0 | 2 |  |  | {link} |",
-        f"| **C3** Depth matters | inconclusive |  | 0 | 1 |  |  | {link} |",
-        "| **C4** Width matters | not run |  |  |  |  |  | 02_later |",  # no chapter 02_later: no link
-        "| **T1** Untested | not yet tested |  |  |  |  |  |  |",
+        f"| **C2** Shedding beats GMP | does not reproduce | -0.5 [-0.75, -0.25]; δ = 0 | 2 |  | {link} |",
+        f"| **C3** Depth matters | inconclusive |  | 1 |  | {link} |",
+        "| **C4** Width matters | not run |  |  |  | 02_later |",  # no chapter 02_later: no link
+        "| **T1** Untested | not yet tested |  |  |  |  |",
     ]
     assert "profile `smoke`" in page
     assert "- **C1** (01_dummy, reproduces): The effect is +0.123." in page  # what the data say, in words

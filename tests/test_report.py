@@ -33,8 +33,8 @@ def test_claims_reads_the_store_of_the_resolved_profile(tmp_path):
 def test_claims_text_is_the_books_table_without_statements(capsys):
     assert cli.main(["claims", "--profile", "paper"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| Claim | Verdict | Effect [95% CI] | δ | Seeds | ± expected | Condition | Evidence |"
-    assert "| T3 | not yet tested |  |  |  |  |  |  |" in lines
+    assert lines[0] == "| Claim | Verdict | Effect [95% CI]; δ | Seeds (± expected) | Condition | Evidence |"
+    assert "| T3 | not yet tested |  |  |  |  |" in lines
 
 
 def test_claims_refuses_an_unknown_profile(capsys):

@@ -8,7 +8,7 @@ import torch
 
 from .. import models
 from ..store import Store
-from ..train import Checkpoint, Evaluate, TrainConfig, train
+from ..train import Checkpoint, Evaluate, TrainConfig, check_eval_every, train
 from .base import DataConfig, Run, load_network, register, splits, train_images
 
 
@@ -24,6 +24,7 @@ class PretrainRun(Run):
     width: int
     train: TrainConfig
     keep_epochs: tuple[int, ...] = ()  # epochs whose weights are kept for weight rewinding (0: the init)
+    eval_every: int = 1  # test evaluations every k epochs and at the last (`Evaluate`)
     schema: ClassVar[dict[str, type]] = {"epochs": int, "history": list, "final.test_acc": float, "counts": dict}
 
     def __post_init__(self):
@@ -37,12 +38,13 @@ class PretrainRun(Run):
         if not all(isinstance(e, int) and 0 <= e <= self.train.epochs for e in self.keep_epochs):
             raise ValueError(f"keep_epochs={self.keep_epochs!r} is invalid; allowed: epochs in "
                              f"[0, {self.train.epochs}]")
+        check_eval_every(self.eval_every)
 
     def compute(self, store: Store, quiet: bool = True) -> dict:
         train_set, test_set = splits(self.data)
         net = initial(self)
         state = train(net, train_set, self.train, quiet=quiet, desc=f"pretrain {self.model} s{self.train.seed}",
-                      callbacks=[Evaluate(test_set), Checkpoint(store.checkpoint_dir(self), self.keep_epochs)])
+                      callbacks=[Evaluate(test_set, self.eval_every), Checkpoint(store.checkpoint_dir(self), self.keep_epochs)])
         return {"epochs": self.train.epochs, "history": state.history, "final": state.history[-1],
                 "counts": models.count(net)}
 

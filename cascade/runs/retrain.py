@@ -26,7 +26,7 @@ import torch
 
 from .. import models, pruning
 from ..store import Store
-from ..train import Checkpoint, Evaluate, TrainConfig, load_weights, train
+from ..train import Checkpoint, Evaluate, TrainConfig, check_eval_every, load_weights, train
 from .base import Run, load_network, register, splits, train_images
 from .finetune import PruneConfig
 from .pretrain import PretrainRun, initial
@@ -52,6 +52,7 @@ class RetrainRun(Run):
     budget: str = "epochs"
     budget_cap: float = 2.0
     rounds: int = 1
+    eval_every: int = 1  # test evaluations every k epochs and at the last (`Evaluate`)
     schema: ClassVar[dict[str, type]] = {"sparsity": float, "epochs": int, "counts.macs_kept": int,
                                          "counts.params_kept": int, "history": list, "final.test_acc": float,
                                          "macs_dense": int, "rounds": list}
@@ -70,6 +71,7 @@ class RetrainRun(Run):
             ("init_seed", self.init != "random" or self.init_seed != self.pretrain.train.seed,
              f"a seed other than the pretrain seed {self.pretrain.train.seed} (that init is the ticket)"),
         ]
+        check_eval_every(self.eval_every)
         for name, ok, allowed in checks:
             if not ok:
                 value = self.prune.criterion if name == "prune.criterion" else getattr(self, name)
@@ -170,7 +172,7 @@ def retrained(run: RetrainRun, store: Store, quiet: bool = True) -> dict:
         cfg = budgeted(run, macs_dense, counts["macs_kept"])
         folder = ckdir if i == run.rounds else ckdir / f"round_{i}"
         state = train(net, train_set, cfg, mask=None if run.structured else mask,
-                      callbacks=[Evaluate(test_set), Checkpoint(folder)], quiet=quiet,
+                      callbacks=[Evaluate(test_set, run.eval_every), Checkpoint(folder)], quiet=quiet,
                       desc=f"retrain {run.init} {run.prune.criterion} round {i}/{run.rounds} s{run.train.seed}")
         rounds.append({"round": i, "sparsity": mask.sparsity(), "epochs": cfg.epochs, "counts": counts,
                        "history": state.history, "final": state.history[-1]})

@@ -57,6 +57,24 @@ def band(ax, frame: pd.DataFrame, x: str, y: str, label: str, color=None, **kw) 
     ax.fill_between(m.index, g.min().values, g.max().values, color=color, alpha=0.15, linewidth=0)
 
 
+def differences(ax, frame: pd.DataFrame, group: str, value: str, delta: float, color="#333333") -> None:
+    """Paired differences per replicate (dots) with their mean and 95% t-interval, one column per `group`, against
+    the claim's threshold `delta` (dashed) and zero (grey): what a paired verdict decides on (`verdicts.md`, 12)."""
+    from .stats import mean_ci
+
+    groups = list(dict.fromkeys(frame[group]))
+    for i, name in enumerate(groups):
+        v = frame.loc[frame[group] == name, value].to_numpy(float)
+        ax.plot(i + np.linspace(-0.12, 0.12, len(v)), v, "o", color=color, alpha=0.45, markersize=4)
+        m, lo, hi = mean_ci(v)
+        ax.errorbar([i + 0.25], [m], yerr=[[m - lo], [hi - m]] if np.isfinite(lo) else None, fmt="s", color=color,
+                    capsize=4, markersize=6, linewidth=2)
+    ax.axhline(0, color="#bbbbbb", linewidth=1)
+    ax.axhline(delta, color="#333333", linestyle="--", linewidth=1, label=f"δ = {delta:+g}")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+
+
 def curves(frame: pd.DataFrame, metrics: list[str], result, x: str = "epoch", ylabel: str = "", titles=None):
     """One panel per metric; one line per (criterion, fraction) with a band over seeds."""
     fig, axes = plt.subplots(1, len(metrics), squeeze=False, figsize=(COLUMN, 3.0))

@@ -163,49 +163,67 @@ def test_rethinking_targets_arms_and_config_errors():
     from cascade.chapters import rethinking
 
     cfg = rethinking.EXPERIMENT.make_config("paper")
-    targets = cfg.targets(0)
-    assert list(targets) == ["A", "B", "U50", "U90"]
-    assert targets["B"].stage_ratios == (0.6, 0.3, 0.1) and targets["U90"].fraction == 0.9
+    assert list(cfg.targets(0)) == ["0.6/0.3/0.1"] and cfg.targets(0)["0.6/0.3/0.1"].stage_ratios == (0.6, 0.3, 0.1)
     arms = rethinking.arms(cfg, 1)
-    assert arms["A", "Scratch-E"].init_seed == 1001 and arms["A", "Scratch-B"].budget == "flops"
-    assert arms["A", "fine-tuned"].train.lr == 0.001 and arms["A", "fine-tuned"].pretrain == cfg.pretrain(1)
+    ft, sb = arms["0.6/0.3/0.1", "fine-tuned"], arms["0.6/0.3/0.1", "Scratch-B"]
+    assert sb.init_seed == 1001 and sb.budget == "flops" and sb.train == cfg.dense(1).train
+    assert ft.train.lr == 0.001 and ft.train.lr_schedule == "constant" and ft.pretrain == cfg.dense(1)
+    assert ft.train.epochs * 4 == cfg.pretrain_epochs == cfg.dense(1).train.epochs  # a quarter, as in the paper
+    assert cfg.dense(1).data.test_size is None and ft.eval_every == cfg.dense(1).eval_every == 5
     tickets = rethinking.tickets(cfg, 1)
-    assert tickets[0.01, "ticket"].pretrain.train.lr == tickets[0.01, "ticket"].train.lr == 0.01
-    assert len(rethinking.EXPERIMENT.all_runs(cfg)) == 3 * (12 + 4) + 3 * 2  # + a dense model per LR and seed
+    ticket, random = tickets[0.01, "ticket"], tickets[0.01, "random"]
+    assert ticket.pretrain.train.lr == ticket.train.lr == 0.01
+    # R2's arms differ only in their init: one data order, not the dense run's
+    assert ticket.train == random.train and ticket.train.seed == 2001 != ticket.pretrain.train.seed
+    assert (ticket.init, random.init, random.init_seed) == ("rewind", "random", 1001)
+    assert set(rethinking.tickets(cfg, 4)) == {(0.1, "ticket"), (0.1, "random")}  # small LR on seeds 0-1 only
+    assert [c.train.epochs for c in rethinking.checks(cfg)] == [80, 80]
+    # 5 seeds x (2 R1 arms + 2 R2 arms), 2 small-LR seeds x 2 arms, 2 checks; dense: 5 + 2 small-LR
+    assert len(rethinking.EXPERIMENT.all_runs(cfg)) == 5 * 4 + 2 * 2 + 2 + 5 + 2
     with pytest.raises(ValueError, match=r"stage ratios '0.6/1.2' are invalid; allowed"):
         rethinking.EXPERIMENT.make_config("paper", stage_ratios="0.6/1.2")
     with pytest.raises(ValueError, match=r"ticket_lrs=\(0.01,\) is invalid; allowed"):
         rethinking.EXPERIMENT.make_config("paper", ticket_lrs="0.01")
+    with pytest.raises(ValueError, match=r"check_epochs=40 is invalid; allowed: more than pretrain_epochs=40"):
+        rethinking.EXPERIMENT.make_config("paper", check_epochs=40)
+    with pytest.raises(ValueError, match=r"small_lr_seeds=6 is invalid; allowed: 0 to seeds=5"):
+        rethinking.EXPERIMENT.make_config("paper", small_lr_seeds=6)
+    with pytest.raises(ValueError, match=r"eval_every=0 is invalid; allowed: an int >= 1"):
+        rethinking.EXPERIMENT.make_config("paper", eval_every=0)
 
 
 def test_rethinking_verdicts_by_hand():
     from cascade.chapters import rethinking
 
-    cfg = rethinking.EXPERIMENT.make_config("smoke", seeds=3)
-    # Scratch-B beats fine-tuned by 0.01, 0.02, 0.03 on A and by 0.03, 0.04, 0.05 on B: per-seed means 0.02, 0.03,
-    # 0.04 (CI above -delta: R1 holds). The ticket beats random by 0.00, 0.01, 0.02 at lr 0.1: mean 0.01, whose CI
-    # (t = 4.303, sd 0.01, n 3: +-0.0248) straddles delta = 0.005: R2 is inconclusive.
+    cfg = rethinking.EXPERIMENT.make_config("smoke", seeds=3, check_seeds=2)
+    # Scratch-B beats fine-tuned by 0.02, 0.03, 0.04: its CI lies above -delta, so R1 holds. The ticket beats random
+    # by 0.00, 0.01, 0.02 at lr 0.1: mean 0.01, whose CI (t = 4.303, sd 0.01, n 3: +-0.0248) straddles
+    # delta = 0.005: R2 is inconclusive. The check models gain 0.01 and 0.02 over the recipe's: 0.015 > delta fails.
     acc = {}
     for seed in cfg.seed_list():
         for (target, arm), run in rethinking.arms(cfg, seed).items():
-            gain = {"A": 0.01, "B": 0.03}.get(target, 0.0) + 0.01 * seed
-            acc[run] = 0.8 + (gain if arm == "Scratch-B" else 0.0)
+            acc[run] = 0.8 + (0.02 + 0.01 * seed if arm == "Scratch-B" else 0.0)
         for (lr, init), run in rethinking.tickets(cfg, seed).items():
             acc[run] = 0.7 + (0.01 * seed if init == "ticket" and lr == 0.1 else 0.0)
     counts = {"macs": 10, "macs_kept": 5, "params": 8, "params_kept": 4}
     records = [(run, {"key": run.key, "result": {
         "final": {"test_acc": a}, "counts": counts, "macs_dense": 10, "epochs": 2, "sparsity": 0.5}})
         for run, a in acc.items()]
-    records += [(p, {"key": p.key, "result": {"final": {"test_acc": 0.9}, "counts": counts}})
-                for p in {r.pretrain for r in acc}]
+    dense = {p: 0.9 for p in {r.pretrain for r in acc}} | {c: 0.91 + 0.01 * c.train.seed for c in rethinking.checks(cfg)}
+    records += [(p, {"key": p.key, "result": {"final": {"test_acc": a}, "counts": counts}}) for p, a in dense.items()]
     tables, (r1, r2) = rethinking.analyze(cfg, records)
     assert r1.word == "reproduces" and r1.effect == pytest.approx(0.03)
     assert r2.word == "inconclusive" and r2.effect == pytest.approx(0.01)
     assert r2.ci95 == pytest.approx((0.01 - 0.0248, 0.01 + 0.0248), abs=1e-4)
-    eff = tables["r1_effects"].set_index(["target", "arm"])
-    assert eff.loc[("B", "Scratch-B"), "effect"] == pytest.approx(0.04)
-    assert eff.loc[("B", "Scratch-E"), "effect"] == pytest.approx(0.0)
-    assert len(tables["dense"]) == 6 and set(tables["dense"].lr) == {0.1, 0.01}
+    assert tables["r1_effects"].set_index("arm").loc["Scratch-B", "effect"] == pytest.approx(0.03)
+    check = tables["check"].iloc[0]
+    assert check.gain == pytest.approx(0.015) and not check.passes and check.n_seeds == 2
+    assert "fails its own check" in r1.summary and "+0.0150" in r2.summary
+    diffs = tables["differences"].set_index(["study", "target", "seed"]).difference
+    assert diffs["R1", "0.6/0.3/0.1", 2] == pytest.approx(0.04) and diffs["R2", "lr 0.1", 1] == pytest.approx(0.01)
+    assert diffs["R2", "lr 0.01", 0] == pytest.approx(0.0) and ("R2", "lr 0.01", 1) not in diffs.index
+    # smoke: 64-image batches of 256 images are 4 steps an epoch
+    assert set(tables["rows"].steps) == {8} and len(tables["dense"]) == 3 + 1 + 2
 
 
 def test_makespan_schedules_the_longest_chain_first_by_hand():

@@ -85,9 +85,9 @@ def _result(name, **overrides):
 
 def test_command_regenerates_the_chapter_with_its_overrides():
     assert report.command(_result("rethinking")) == "python -m cascade book --only 04_rethinking --profile smoke"
-    assert report.command(_result("rethinking", finetune_lr=0.01, sparsities="0.5,0.8")) == (
-        "papermill notebooks/04_rethinking.ipynb out.ipynb -p profile smoke -p sparsities 0.5,0.8 "
-        "-p finetune_lr 0.01")
+    assert report.command(_result("rethinking", finetune_lr=0.01, ticket_lrs="0.1,0.03")) == (
+        "papermill notebooks/04_rethinking.ipynb out.ipynb -p profile smoke -p finetune_lr 0.01 "
+        "-p ticket_lrs 0.1,0.03")
 
 
 def test_glue_names_the_verdicts_and_the_setup(monkeypatch):

@@ -83,6 +83,18 @@ def test_smoke_learns_well_above_chance(precision):
     assert h[-1]["train_loss"] < h[1]["train_loss"]
 
 
+def test_evaluate_every_k_epochs_and_at_the_last_leaves_training_and_the_final_accuracy_as_they_are():
+    train_set, test = splits()
+    every = fit(net(), train_set, cfg(epochs=5), callbacks=[Evaluate(test, every=2)]).history
+    always = fit(net(), train_set, cfg(epochs=5), callbacks=[Evaluate(test)]).history
+    assert [r["epoch"] for r in every if "test_acc" in r] == [0, 2, 4, 5]
+    assert [r["train_loss"] for r in every[1:]] == [r["train_loss"] for r in always[1:]]  # evaluating is not training
+    assert every[-1]["test_acc"] == always[-1]["test_acc"] and every[2]["test_acc"] == always[2]["test_acc"]
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"eval_every={bad!r} is invalid; allowed: an int >= 1"):
+            Evaluate(test, every=bad)
+
+
 def test_masked_weights_stay_exactly_zero_under_momentum_and_decay():
     train_set, _ = splits()
     model = net()

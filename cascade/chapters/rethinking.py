@@ -30,6 +30,7 @@ from .. import analysis, stats
 from .. import experiments as core
 from .. import runs as R
 from ..runs import RetrainRun
+from ..train import check_eval_every
 from .backbone import SmallResNet
 
 
@@ -81,6 +82,7 @@ class Config(SmallResNet):
         if self.check_epochs <= self.pretrain_epochs:
             raise ValueError(f"check_epochs={self.check_epochs!r} is invalid; allowed: more than "
                              f"pretrain_epochs={self.pretrain_epochs}")
+        check_eval_every(self.eval_every)
         for name in ("check_seeds", "small_lr_seeds"):
             if not 0 <= getattr(self, name) <= self.seeds:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: 0 to seeds={self.seeds}")

@@ -64,6 +64,7 @@ class Config(SmallResNet):
     ticket_lrs: tuple[float, ...] = (0.1, 0.01)
     small_lr_seeds: int = 2
     delta: float = 0.005
+    budget_min: float = 75.0  # wall time on 2 workers from an empty store (issue 23)
     # Per-seed SDs of R1's and R2's effects in this chapter's earlier records (commit 66a76a2), which sized n.
     r1_planned_sd: float = 0.009
     r2_planned_sd: float = 0.0015

@@ -188,6 +188,10 @@ def test_rethinking_targets_arms_and_config_errors():
         rethinking.EXPERIMENT.make_config("paper", check_epochs=40)
     with pytest.raises(ValueError, match=r"small_lr_seeds=6 is invalid; allowed: 0 to seeds=5"):
         rethinking.EXPERIMENT.make_config("paper", small_lr_seeds=6)
+    with pytest.raises(ValueError, match=r"check_seeds=0 is invalid; allowed: 1 to seeds=5"):
+        rethinking.EXPERIMENT.make_config("paper", check_seeds=0)
+    labels = tickets[0.1, "ticket"].labels()  # the replicate is the dense model's seed; the data order its own
+    assert (labels["seed"], labels["data_seed"]) == (1, 2001)
     with pytest.raises(ValueError, match=r"eval_every=0 is invalid; allowed: an int >= 1"):
         rethinking.EXPERIMENT.make_config("paper", eval_every=0)
 
@@ -206,8 +210,10 @@ def test_rethinking_verdicts_by_hand():
         for (lr, init), run in rethinking.tickets(cfg, seed).items():
             acc[run] = 0.7 + (0.01 * seed if init == "ticket" and lr == 0.1 else 0.0)
     counts = {"macs": 10, "macs_kept": 5, "params": 8, "params_kept": 4}
+    # every run evaluated at epochs 0, 1 and 2 (smoke: eval_every=1), climbing 0.01 over its last epoch
     records = [(run, {"key": run.key, "result": {
-        "final": {"test_acc": a}, "counts": counts, "macs_dense": 10, "epochs": 2, "sparsity": 0.5}})
+        "final": {"test_acc": a}, "counts": counts, "macs_dense": 10, "epochs": 2, "sparsity": 0.5,
+        "history": [{"epoch": e, "test_acc": a - 0.01 * (2 - e)} for e in range(3)]}})
         for run, a in acc.items()]
     dense = {p: 0.9 for p in {r.pretrain for r in acc}} | {c: 0.91 + 0.01 * c.train.seed for c in rethinking.checks(cfg)}
     records += [(p, {"key": p.key, "result": {"final": {"test_acc": a}, "counts": counts}}) for p, a in dense.items()]
@@ -224,6 +230,7 @@ def test_rethinking_verdicts_by_hand():
     assert diffs["R2", "lr 0.01", 0] == pytest.approx(0.0) and ("R2", "lr 0.01", 1) not in diffs.index
     # smoke: 64-image batches of 256 images are 4 steps an epoch
     assert set(tables["rows"].steps) == {8} and len(tables["dense"]) == 3 + 1 + 2
+    assert tables["tails"].gain.tolist() == pytest.approx([0.01] * 3) and set(tables["tails"].to_epoch) == {2}
 
 
 def test_makespan_schedules_the_longest_chain_first_by_hand():

@@ -84,9 +84,9 @@ class Config(SmallResNet):
             raise ValueError(f"check_epochs={self.check_epochs!r} is invalid; allowed: more than "
                              f"pretrain_epochs={self.pretrain_epochs}")
         check_eval_every(self.eval_every)
-        for name in ("check_seeds", "small_lr_seeds"):
-            if not 0 <= getattr(self, name) <= self.seeds:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: 0 to seeds={self.seeds}")
+        for name, low in (("check_seeds", 1), ("small_lr_seeds", 0)):
+            if not low <= getattr(self, name) <= self.seeds:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: {low} to seeds={self.seeds}")
 
     def targets(self, seed: int) -> dict[str, R.PruneConfig]:
         """R1's pruned targets by their per-stage shares."""
@@ -172,18 +172,31 @@ def dense_rows(cfg: Config, records) -> pd.DataFrame:
 
 def schedule_check(cfg: Config, dense: pd.DataFrame) -> dict:
     """The recipe's check, per seed: the `check_epochs` model minus the `pretrain_epochs` one, at `pretrain_lr`."""
-    acc = dense[dense.lr == cfg.pretrain_lr].pivot_table(index="seed", columns="epochs", values="test_acc")
+    acc = dense[dense.lr == cfg.pretrain_lr].pivot(index="seed", columns="epochs", values="test_acc")
     gain = (acc[cfg.check_epochs] - acc[cfg.pretrain_epochs]).dropna()
     m, lo, hi = stats.mean_ci(gain.tolist())
     return {"gain": m, "ci_lo": lo, "ci_hi": hi, "values": gain.tolist(), "n_seeds": len(gain),
             "passes": bool(m < cfg.delta)}
 
 
+def tails(cfg: Config, records, arm: str = "fine-tuned") -> pd.DataFrame:
+    """Per seed and target, `arm`'s test accuracy at its last evaluation minus the one before: is it still climbing?"""
+    stored = {rec["key"]: rec["result"] for _, rec in records}
+    out = []
+    for seed in cfg.seed_list():
+        for (target, a), run in arms(cfg, seed).items():
+            if a == arm:
+                (e0, acc0), (e1, acc1) = [(h["epoch"], h["test_acc"]) for h in stored[run.key]["history"]
+                                          if "test_acc" in h][-2:]
+                out.append({"target": target, "seed": seed, "from_epoch": e0, "to_epoch": e1, "gain": acc1 - acc0})
+    return pd.DataFrame(out)
+
+
 def effects(table: pd.DataFrame, study: str, base: str) -> pd.DataFrame:
     """Per target of `study`, each arm minus `base` (paired by seed): mean, 95% CI and paired-t p."""
     out = []
     for target, g in table[table.study == study].groupby("target", sort=False):
-        acc = g.pivot_table(index="seed", columns="arm", values="test_acc")
+        acc = g.pivot(index="seed", columns="arm", values="test_acc")
         for arm in [a for a in acc.columns if a != base]:
             out.append({"target": target, "arm": arm, "minus": base, **stats.paired(acc[arm], acc[base])})
     return pd.DataFrame(out)
@@ -194,7 +207,7 @@ def differences(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for study, target, a, b in [*(("R1", t, "Scratch-B", "fine-tuned") for t in table[table.study == "R1"].target.unique()),
                                 *(("R2", t, "ticket", "random") for t in table[table.study == "R2"].target.unique())]:
-        acc = table[(table.study == study) & (table.target == target)].pivot_table(
+        acc = table[(table.study == study) & (table.target == target)].pivot(
             index="seed", columns="arm", values="test_acc")
         for seed, d in (acc[a] - acc[b]).dropna().items():
             out.append({"study": study, "target": target, "contrast": f"{a} - {b}", "seed": seed, "difference": d})
@@ -220,7 +233,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
               f" The dense recipe fails its own check (the {cfg.check_epochs}-epoch models gain {check['gain']:+.4f}),"
               " so the comparison starts from an under-trained model.")
     r1 = table[table.study == "R1"]
-    acc = r1.pivot_table(index=["seed", "target"], columns="arm", values="test_acc")
+    acc = r1.pivot(index=["seed", "target"], columns="arm", values="test_acc")
     per_seed = (acc["Scratch-B"] - acc["fine-tuned"]).groupby("seed").mean()
     v1 = stats.verdict(
         "R1", per_seed.tolist(), -cfg.delta,
@@ -230,7 +243,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         condition=f"{cfg.model} w{cfg.width}, L1-filter targets {', '.join(cfg.stage_ratios)}",
         planned_sd=cfg.r1_planned_sd)
     r2 = table[(table.study == "R2") & (table.target == f"lr {cfg.pretrain_lr:g}")]
-    acc2 = r2.pivot_table(index="seed", columns="arm", values="test_acc")
+    acc2 = r2.pivot(index="seed", columns="arm", values="test_acc")
     v2 = stats.verdict(
         "R2", (acc2["ticket"] - acc2["random"]).tolist(), cfg.delta,
         "That the winning ticket brings no improvement at the optimal learning rate {word}: ticket minus random "
@@ -239,7 +252,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         above=False, condition=f"{cfg.model} w{cfg.width}, one-shot GMP {cfg.ticket_sparsity:g}",
         planned_sd=cfg.r2_planned_sd)
     tables = {"rows": table, "summary": summary(table), "dense": dense, "check": pd.DataFrame([check]),
-              "differences": differences(table), "r1_effects": effects(table, "R1", "fine-tuned"),
+              "differences": differences(table), "tails": tails(cfg, records), "r1_effects": effects(table, "R1", "fine-tuned"),
               "r2_effects": effects(table, "R2", "random")}
     return tables, [v1, v2]
 

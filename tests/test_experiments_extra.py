@@ -225,6 +225,7 @@ def test_rethinking_verdicts_by_hand():
     check = tables["check"].iloc[0]
     assert check.gain == pytest.approx(0.015) and not check.passes and check.n_seeds == 2
     assert "fails its own check" in r1.summary and "+0.0150" in r2.summary
+    assert r1.condition.endswith("; dense model under-trained by its check")  # the claims table shows it
     diffs = tables["differences"].set_index(["study", "target", "seed"]).difference
     assert diffs["R1", "0.6/0.3/0.1", 2] == pytest.approx(0.04) and diffs["R2", "lr 0.1", 1] == pytest.approx(0.01)
     assert diffs["R2", "lr 0.01", 0] == pytest.approx(0.0) and ("R2", "lr 0.01", 1) not in diffs.index

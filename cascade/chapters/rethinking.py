@@ -232,6 +232,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
     recipe = ("" if check["passes"] else
               f" The dense recipe fails its own check (the {cfg.check_epochs}-epoch models gain {check['gain']:+.4f}),"
               " so the comparison starts from an under-trained model.")
+    caveat = "" if check["passes"] else "; dense model under-trained by its check"
     r1 = table[table.study == "R1"]
     acc = r1.pivot(index=["seed", "target"], columns="arm", values="test_acc")
     per_seed = (acc["Scratch-B"] - acc["fine-tuned"]).groupby("seed").mean()
@@ -240,7 +241,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         "Training the pruned architecture from scratch {word}: Scratch-B minus fine-tuned test accuracy, averaged "
         f"over the targets {', '.join(cfg.stage_ratios)}, is {{mean:+.4f}} (95% CI {{lo:+.4f}} to {{hi:+.4f}}, "
         f"n={{n}} seeds; it holds when the CI lies above -{cfg.delta:g}).{recipe}",
-        condition=f"{cfg.model} w{cfg.width}, L1-filter targets {', '.join(cfg.stage_ratios)}",
+        condition=f"{cfg.model} w{cfg.width}, L1-filter targets {', '.join(cfg.stage_ratios)}{caveat}",
         planned_sd=cfg.r1_planned_sd)
     r2 = table[(table.study == "R2") & (table.target == f"lr {cfg.pretrain_lr:g}")]
     acc2 = r2.pivot(index="seed", columns="arm", values="test_acc")
@@ -249,7 +250,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         "That the winning ticket brings no improvement at the optimal learning rate {word}: ticket minus random "
         f"re-init test accuracy at lr {cfg.pretrain_lr:g} is {{mean:+.4f}} (95% CI {{lo:+.4f}} to {{hi:+.4f}}, "
         f"n={{n}} seeds; it holds when the CI lies below {cfg.delta:g}).{recipe}",
-        above=False, condition=f"{cfg.model} w{cfg.width}, one-shot GMP {cfg.ticket_sparsity:g}",
+        above=False, condition=f"{cfg.model} w{cfg.width}, one-shot GMP {cfg.ticket_sparsity:g}{caveat}",
         planned_sd=cfg.r2_planned_sd)
     tables = {"rows": table, "summary": summary(table), "dense": dense, "check": pd.DataFrame([check]),
               "differences": differences(table), "tails": tails(cfg, records), "r1_effects": effects(table, "R1", "fine-tuned"),

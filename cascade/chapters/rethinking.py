@@ -205,8 +205,9 @@ def effects(table: pd.DataFrame, study: str, base: str) -> pd.DataFrame:
 def differences(table: pd.DataFrame) -> pd.DataFrame:
     """The verdicts' per-seed paired differences: R1 Scratch-B minus fine-tuned, R2 ticket minus random."""
     out = []
-    for study, target, a, b in [*(("R1", t, "Scratch-B", "fine-tuned") for t in table[table.study == "R1"].target.unique()),
-                                *(("R2", t, "ticket", "random") for t in table[table.study == "R2"].target.unique())]:
+    contrasts = {"R1": ("Scratch-B", "fine-tuned"), "R2": ("ticket", "random")}
+    for study, target in table[["study", "target"]].drop_duplicates().itertuples(index=False):
+        a, b = contrasts[study]
         acc = table[(table.study == study) & (table.target == target)].pivot(
             index="seed", columns="arm", values="test_acc")
         for seed, d in (acc[a] - acc[b]).dropna().items():
@@ -253,7 +254,8 @@ def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
         above=False, condition=f"{cfg.model} w{cfg.width}, one-shot GMP {cfg.ticket_sparsity:g}{caveat}",
         planned_sd=cfg.r2_planned_sd)
     tables = {"rows": table, "summary": summary(table), "dense": dense, "check": pd.DataFrame([check]),
-              "differences": differences(table), "tails": tails(cfg, records), "r1_effects": effects(table, "R1", "fine-tuned"),
+              "differences": differences(table), "tails": tails(cfg, records),
+              "r1_effects": effects(table, "R1", "fine-tuned"),
               "r2_effects": effects(table, "R2", "random")}
     return tables, [v1, v2]
 

@@ -44,7 +44,8 @@ class PretrainRun(Run):
         train_set, test_set = splits(self.data)
         net = initial(self)
         state = train(net, train_set, self.train, quiet=quiet, desc=f"pretrain {self.model} s{self.train.seed}",
-                      callbacks=[Evaluate(test_set, self.eval_every), Checkpoint(store.checkpoint_dir(self), self.keep_epochs)])
+                      callbacks=[Evaluate(test_set, self.eval_every),
+                                 Checkpoint(store.checkpoint_dir(self), self.keep_epochs)])
         return {"epochs": self.train.epochs, "history": state.history, "final": state.history[-1],
                 "counts": models.count(net)}
 

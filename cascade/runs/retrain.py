@@ -99,7 +99,8 @@ class RetrainRun(Run):
         return {"model": self.pretrain.model, "criterion": p.criterion, "fraction": p.fraction,
                 "stage_ratios": ",".join(f"{r:g}" for r in p.stage_ratios), "init": self.init,
                 "rewind_epoch": self.rewind_epoch, "budget": self.budget, "rounds": self.rounds,
-                "seed": self.pretrain.train.seed, "data_seed": t.seed, "lr": t.lr, "weight_decay": t.weight_decay, "schedule": t.lr_schedule,
+                "seed": self.pretrain.train.seed, "data_seed": t.seed, "lr": t.lr, "weight_decay": t.weight_decay,
+                "schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "precision": t.precision}
 
     def cost(self) -> float:

@@ -39,10 +39,16 @@ def last_global(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_rows(records) -> pd.DataFrame:
-    """One row per fine-tuning run: its labels, its last global tracker values and its final test accuracy."""
+    """One row per fine-tuning run: its labels, its last global tracker values and its final test accuracy, and
+    each kept-set measure's first value as `<metric>_start` (a random kept set starts partly below tau)."""
     frame = tracker_frame(records)
     labels = [c for c in frame.columns if c not in TRACKER_COLUMNS]
     out = last_global(frame).pivot_table(index=labels, columns="metric", values="value").reset_index()
+    g = frame[(frame.layer == "global") & frame.metric.str.startswith("kept_shed")]
+    start = g[g.step == g.groupby("key").step.transform("min")]
+    if len(start):
+        first = start.pivot_table(index="key", columns="metric", values="value").add_suffix("_start")
+        out = out.join(first, on="key")
     acc = {rec["key"]: rec["result"]["final"].get("test_acc") for _, rec in records if "tracker" in rec["result"]}
     out["test_acc"] = out.key.map(acc)
     out.columns.name = None
@@ -72,23 +78,31 @@ def over_control(rows: pd.DataFrame, columns: list[str], on: list[str]) -> pd.Da
     return out.reset_index(drop=True)
 
 
+KEPT = {"gmp": "kept_shed@{f:g}", "random": "kept_shed_random@{f:g}"}  # the kept-set measure of each criterion
+
+
 def decompose(rows: pd.DataFrame, on: list[str]) -> pd.DataFrame:
-    """Per GMP-pruned run (rows from `final_rows` of runs tracked by `backbone.decomposition_tracker`, with
-    `dense_acc`): (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation` K_c, where
-    the control is the unpruned run that matches on `on` and the seed; also excesses of scale-aware measures over
-    the control and `acc_drop`, the dense accuracy minus the accuracy after removing the shed weights."""
+    """Per GMP- or random-pruned run (rows from `final_rows` of runs tracked by `backbone.decomposition_tracker`,
+    with `dense_acc`): (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation`, the
+    control's drift K_c(end) - K_c(start), where K is the share of the criterion's kept set below GMP's threshold
+    tau(f) (`KEPT`; a GMP set starts with none below it, a random set with some) and the control is the unpruned
+    run that matches on `on` and the seed; also excesses of scale-aware measures over the control and `acc_drop`,
+    the dense accuracy minus the accuracy after removing the shed weights."""
     ctrl = rows[rows.criterion == "none"].set_index([*on, "seed"])
     scale = ["dead_bn", "dead_filters", "shed_rms@0.05"]
     out = []
-    for f, g in rows[rows.criterion == "gmp"].groupby("fraction"):
-        k, d = f"kept_shed@{f:g}", f"shed_gmp@{f:g}"
-        pruned = g.join(ctrl[[k, d, "test_acc", *scale]].add_suffix("_control"), on=[*on, "seed"])
+    for (criterion, f), g in rows[rows.criterion.isin(list(KEPT))].groupby(["criterion", "fraction"]):
+        k, d = KEPT[criterion].format(f=f), f"shed_gmp@{f:g}"
+        k0 = f"{k}_start"
+        pruned = g.assign(**{k0: g[k0] if k0 in g else 0.0})
+        control = ctrl.assign(**{k0: ctrl[k0] if k0 in ctrl else 0.0})
+        pruned = pruned.join(control[[k, k0, d, "test_acc", *scale]].add_suffix("_control"), on=[*on, "seed"])
         pruned["cascade"] = (1 - f) * (pruned[k] - pruned[f"{k}_control"]) / f
         pruned["temperature"] = pruned[f"{d}_control"] - f
-        pruned["relaxation"] = pruned[f"{k}_control"]
+        pruned["relaxation"] = pruned[f"{k}_control"] - pruned[f"{k0}_control"]
         pruned["survivors_shed"] = pruned[k]
         for m in scale:
             pruned[f"{m}_excess"] = pruned[m] - pruned[f"{m}_control"]
         pruned["acc_drop"] = pruned.dense_acc - pruned.removal_acc
-        out.append(pruned.drop(columns=[k, d, f"{k}_control", f"{d}_control"]))
+        out.append(pruned.drop(columns=[k, k0, d, f"{k}_control", f"{k0}_control", f"{d}_control"]))
     return pd.concat(out, ignore_index=True)

@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
+from . import pruning
 from .pruning import smallest
 from .train import Callback, State, evaluate
 
@@ -123,7 +124,9 @@ class TrackerConfig:
     always recorded (tau0, and abs/rms at the listed values); `kept_fractions` records, for each f, the share
     of the weights GMP would keep at f (at pruning time) that are now below GMP's threshold at f: for a
     GMP-pruned run that is its survivors' shed share, for the unpruned control it is the same set's drift
-    across the threshold with no pruning. `summaries` keeps per-layer histograms of the survivors' |w| and
+    across the threshold with no pruning. `kept_random` records the same for the set that global random pruning at
+    f keeps (drawn with the run's pruning seed), against the same threshold: the survivors of a random-pruned run,
+    and the same set in its control. `summaries` keeps per-layer histograms of the survivors' |w| and
     |w|/RMS (`SUMMARY_EDGES`) at every record, for back-filling new thresholds."""
 
     abs_thresholds: tuple[float, ...] = (1e-3, 1e-2)
@@ -136,12 +139,14 @@ class TrackerConfig:
     every_steps: int = 0
     definitions: tuple[str, ...] = ()
     kept_fractions: tuple[float, ...] = ()
+    kept_random: tuple[float, ...] = ()
     summaries: bool = False
 
     def __post_init__(self):
         for spec in (self.effective, *self.definitions):
             parse(spec)
-        for name, values in (("overlap_sparsities", self.overlap_sparsities), ("kept_fractions", self.kept_fractions)):
+        for name, values in (("overlap_sparsities", self.overlap_sparsities), ("kept_fractions", self.kept_fractions),
+                             ("kept_random", self.kept_random)):
             if not all(0 < s < 1 for s in values):
                 raise ValueError(f"{name}={values!r} is invalid; allowed: values in (0, 1)")
 
@@ -196,17 +201,20 @@ class Tracker(Callback):
 
     `mask0` is the mask right after pruning (its names say which weights are tracked); the live
     mask of the run is used when it exists. `reference` are the weights at pruning time *before*
-    pruning, for the GMP-overlap measure (defaults to the weights at the start).
+    pruning, for the GMP-overlap measure (defaults to the weights at the start). `seed` is the run's pruning
+    seed, which draws the random kept sets (`TrackerConfig.kept_random`) as the random criterion draws its mask.
+    `bn_from` recomputes the BatchNorm statistics on that split before the removal accuracy (`train.evaluate`).
     """
 
     phase = "tracker"
 
-    def __init__(self, cfg: TrackerConfig, mask0, tau0: float, test_set=None, reference=None):
-        self.cfg, self.mask0, self.tau0, self.test_set = cfg, mask0, float(tau0), test_set
+    def __init__(self, cfg: TrackerConfig, mask0, tau0: float, test_set=None, reference=None, seed: int = 0,
+                 bn_from=None):
+        self.cfg, self.mask0, self.tau0, self.test_set, self.bn_from = cfg, mask0, float(tau0), test_set, bn_from
         self.every_steps = cfg.every_steps
-        self.reference = reference
+        self.reference, self.seed = reference, seed
         self.keep0: dict[float, dict[str, torch.Tensor]] = {}
-        self.kept: dict[float, dict[str, torch.Tensor]] = {}
+        self.kept: dict[str, tuple[float, dict[str, torch.Tensor]]] = {}  # metric -> (f, the kept set)
         self.taus: dict[float, float] = {}
         self.rows: list[list] = []
         self.summaries: list[list] = []
@@ -222,7 +230,10 @@ class Tracker(Callback):
         if self.reference is None:
             self.reference = self._weights(state)
         self.keep0 = {s: gmp_keep(self.reference, s) for s in self.cfg.overlap_sparsities}
-        self.kept = {f: gmp_keep(self.reference, f) for f in self.cfg.kept_fractions}
+        self.kept = {f"kept_shed@{f:g}": (f, gmp_keep(self.reference, f)) for f in self.cfg.kept_fractions}
+        for f in self.cfg.kept_random:  # random's draw does not depend on the weights, only on the shapes and seed
+            keep = pruning.prune(state.model, "random", f, seed=self.seed)
+            self.kept[f"kept_shed_random@{f:g}"] = (f, {n: keep[n].cpu() for n in self.mask0})
         self.record(state)
 
     def on_step(self, state: State) -> None:
@@ -270,10 +281,9 @@ class Tracker(Callback):
             for metric, definition_name, param in specs:
                 t = DEFINITIONS[definition_name](w, alive, param, self)
                 count(metric, float((alive & (a < t)).sum()), n_alive, name)
-            for f in cfg.kept_fractions:
-                keep = self.kept[f][name]
-                count(f"kept_shed@{f:g}", float((keep & ~(alive & (a >= self.gmp_tau(f)))).sum()),
-                      float(keep.sum()), name)
+            for metric, (f, kept) in self.kept.items():
+                keep = kept[name]
+                count(metric, float((keep & ~(alive & (a >= self.gmp_tau(f)))).sum()), float(keep.sum()), name)
             count("pruned", float((~alive).sum()), float(w.numel()), name)
             if cfg.per_layer:
                 add(name, "norm", float((w * alive).norm()))
@@ -310,7 +320,8 @@ class Tracker(Callback):
         with torch.no_grad():
             for n, s in shed.items():
                 params[n].masked_fill_(s.to(params[n].device), 0.0)
-        acc = evaluate(state.model, self.test_set, state.stats, state.device, state.cfg.precision)[1]
+        acc = evaluate(state.model, self.test_set, state.stats, state.device, state.cfg.precision,
+                       bn_from=self.bn_from)[1]
         with torch.no_grad():
             for n, w in saved.items():
                 params[n].copy_(w)
@@ -318,13 +329,16 @@ class Tracker(Callback):
 
     def state_dict(self) -> dict:
         return {"rows": self.rows, "summaries": self.summaries, "keep0": {str(s): k for s, k in self.keep0.items()},
-                "kept": {str(f): k for f, k in self.kept.items()}}
+                "kept": {m: [f, k] for m, (f, k) in self.kept.items()}}
 
     def load_state_dict(self, d: dict) -> None:
         self.rows, self.summaries = d["rows"], d.get("summaries", [])
         # A checkpoint restored with map_location=cuda brings these back on the GPU; they are compared on the CPU.
         self.keep0 = {float(s): {n: t.cpu() for n, t in k.items()} for s, k in d["keep0"].items()}
-        self.kept = {float(f): {n: t.cpu() for n, t in k.items()} for f, k in d.get("kept", {}).items()}
+        kept = {m: v if isinstance(v, (list, tuple)) else (float(m), v)  # before kept_random: {str(f): set}
+                for m, v in d.get("kept", {}).items()}
+        self.kept = {m if m.startswith("kept_") else f"kept_shed@{f:g}": (f, {n: t.cpu() for n, t in k.items()})
+                     for m, (f, k) in kept.items()}
 
 
 def _rms(w: torch.Tensor, alive: torch.Tensor) -> float:

@@ -6,6 +6,7 @@ step, so a run resumed from an epoch checkpoint ends with exactly the metrics of
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from contextlib import contextmanager
@@ -159,8 +160,15 @@ class Callback:
     def load_state_dict(self, d: dict) -> None: ...
 
 
-def evaluate(model, split: Split, stats, device, precision: str = "fp32", batch_size: int = 1000) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` on `split`, in eval mode."""
+def evaluate(model, split: Split, stats, device, precision: str = "fp32", batch_size: int = 1000,
+             bn_from: Split | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` on `split`, in eval mode. With `bn_from`, a copy of the model is evaluated,
+    its BatchNorm statistics recomputed on that split first: running averages lag behind weights that a hot
+    fine-tuning moves fast, and a stale average can put a network that trains well at chance on the test set."""
+    if bn_from is not None:
+        model = copy.deepcopy(model)
+        reset_bn(model, Loader(bn_from, batch_size, train=False, stats=stats, device=device))
+        FLOPS[flops_key("eval", precision)] += 2 * macs(model, bn_from) * len(bn_from)
     loader = Loader(split, batch_size, train=False, stats=stats, device=device)
     was_training = model.training
     model.eval()
@@ -174,6 +182,19 @@ def evaluate(model, split: Split, stats, device, precision: str = "fp32", batch_
     model.train(was_training)
     FLOPS[flops_key("eval", precision)] += 2 * macs(model, split) * len(split)
     return loss.item() / len(split), correct.item() / len(split)
+
+
+@torch.no_grad()
+def reset_bn(net: torch.nn.Module, loader: Loader) -> None:
+    """Running BatchNorm statistics recomputed as the exact average over one pass of `loader`."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    for x, _ in loader.epoch():
+        net(x)
+    net.eval()
 
 
 def macs(model: torch.nn.Module, split: Split) -> int:
@@ -196,17 +217,18 @@ class Evaluate(Callback):
     """Test loss and accuracy before the first epoch (as epoch 0), at every `every`-th epoch end and at the last.
 
     `every > 1` saves the evaluation time of long runs on a large test set; the final accuracy is the same.
+    `bn_from` recomputes the BatchNorm statistics on that split before each evaluation (`evaluate`).
     """
 
     phase = "eval"
 
-    def __init__(self, test_set: Split, every: int = 1):
+    def __init__(self, test_set: Split, every: int = 1, bn_from: Split | None = None):
         check_eval_every(every)
-        self.test_set, self.every = test_set, every
+        self.test_set, self.every, self.bn_from = test_set, every, bn_from
 
     def _evaluate(self, state: State) -> None:
         state.metrics["test_loss"], state.metrics["test_acc"] = evaluate(
-            state.model, self.test_set, state.stats, state.device, state.cfg.precision)
+            state.model, self.test_set, state.stats, state.device, state.cfg.precision, bn_from=self.bn_from)
 
     on_start = _evaluate
 

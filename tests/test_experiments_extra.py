@@ -39,6 +39,21 @@ def test_decompose_cascade_temperature_relaxation_by_hand():
     assert math.isnan(dec[dec.seed == 1].cascade.iloc[0])  # no control for seed 1: nothing is made up
 
 
+def test_decompose_random_counts_its_kept_sets_drift_from_where_it_started():
+    """f = 0.3. Random's kept set starts with 0.28 of it below tau(0.3), in the run and in its control (the same
+    set). At the end the control has 0.31 of it below (relaxation 0.03) and the random run 0.38: E = 0.7 * (0.38 -
+    0.31) / 0.3 = 0.16333. The GMP run beside it starts at 0 (no `_start` column needed) and ends at 0.1."""
+    ctrl = run_row("none", 0.3, 0, **{"kept_shed_random@0.3": 0.31, "kept_shed_random@0.3_start": 0.28,
+                                      "kept_shed@0.3": 0.02, "shed_gmp@0.3": 0.35}, test_acc=0.8, removal_acc=0.8)
+    rnd = run_row("random", 0.3, 0, **{"kept_shed_random@0.3": 0.38, "kept_shed_random@0.3_start": 0.28,
+                                       "shed_gmp@0.3": 0.38}, test_acc=0.7, removal_acc=0.6)
+    gmp = run_row("gmp", 0.3, 0, **{"kept_shed@0.3": 0.1, "shed_gmp@0.3": 0.1}, test_acc=0.85, removal_acc=0.84)
+    dec = analysis.decompose(pd.DataFrame([ctrl, rnd, gmp]), conditions.POINT).set_index("criterion")
+    assert (dec.loc["random", "cascade"], dec.loc["random", "relaxation"]) == pytest.approx((0.7 * 0.07 / 0.3, 0.03))
+    assert (dec.loc["gmp", "cascade"], dec.loc["gmp", "relaxation"]) == pytest.approx((0.7 * 0.08 / 0.3, 0.02))
+    assert dec.loc["random", "temperature"] == pytest.approx(0.05) == dec.loc["gmp", "temperature"]
+
+
 def test_point_table_ci_is_the_t_interval_over_seeds():
     dec = pd.DataFrame([run_row("gmp", 0.1, s, cascade=c, temperature=0.0, relaxation=0.0, survivors_shed=0.0,
                                 dead_bn_excess=0.0, test_acc=0.8, test_acc_control=0.8, removal_acc=0.8,

@@ -208,6 +208,43 @@ def test_kept_shed_and_gmp_definition_by_hand():
     assert v[("global", "shed_gmp@0.357")] == 5 / 14  # 3 zeros, .0001, .0004
 
 
+def test_kept_random_tracks_the_random_runs_survivors_in_the_control_and_in_the_run():
+    """The set random pruning at 5/14 keeps (seed 3) is what the tracker follows: in the unpruned control, its
+    share below GMP's threshold at 5/14 (.0005, so only zeros count at the start) is counted by hand; in the
+    random-pruned run itself, the set is its survivors, so the measure equals the survivors' shed share."""
+    net, _ = tiny()
+    dense = pruning.Mask.dense(net)
+    cfg = TrackerConfig(definitions=("gmp:0.357",), kept_random=(0.357,), overlap_sparsities=())
+    keep = pruning.prune(net, "random", 0.357, seed=3)
+    weights = {n: p.detach().clone() for n, p in net.named_parameters() if n in dense}
+    kept = sum(int(keep[n].sum()) for n in weights)
+    below = sum(int((keep[n] & (weights[n].abs() < 0.0005)).sum()) for n in weights)
+    assert kept == 9 and below == sum(int((keep[n] & (weights[n] == 0)).sum()) for n in weights)
+    control = Tracker(cfg, dense, TAU0, seed=3)
+    control.on_start(state_for(net, None))
+    assert values(control, 0)[("global", "kept_shed_random@0.357")] == below / kept
+    other = Tracker(cfg, dense, TAU0, seed=4)
+    other.on_start(state_for(net, None))
+    assert any(not torch.equal(other.kept["kept_shed_random@0.357"][1][n], keep[n]) for n in weights)
+    pruned_net, _ = tiny()
+    keep.apply(pruned_net)
+    run = Tracker(cfg, keep, TAU0, reference=weights, seed=3)
+    state = state_for(pruned_net, keep)
+    run.on_start(state)
+    with torch.no_grad():  # a survivor drops below .0005
+        w = pruned_net[0].weight.view(-1)
+        w[int(keep["0.weight"].view(-1).nonzero()[0])] = 0.0001
+    state.epoch = 1
+    run.on_epoch_end(state)
+    for epoch in (0, 1):
+        v = values(run, epoch)
+        assert v[("global", "kept_shed_random@0.357")] == v[("global", "shed_gmp@0.357")]
+    assert values(run, 1)[("global", "kept_shed_random@0.357")] == values(run, 0)[("global", "shed_gmp@0.357")] + 1 / 9
+    restored = Tracker(cfg, keep, TAU0, reference=weights, seed=3)
+    restored.load_state_dict(run.state_dict())
+    assert list(restored.kept) == ["kept_shed_random@0.357"]
+
+
 def test_histograms_back_fill_thresholds_at_their_edges():
     w = torch.tensor([0.0, 1e-4, 2e-3, 0.05, 0.5, 20.0])
     counts = shedding.histogram(w, "abs")

@@ -95,6 +95,27 @@ def test_evaluate_every_k_epochs_and_at_the_last_leaves_training_and_the_final_a
             Evaluate(test, every=bad)
 
 
+def test_evaluate_with_bn_from_recomputes_the_statistics_on_a_copy():
+    from cascade.data import Loader
+    from cascade.train import evaluate, reset_bn
+
+    train_set, test = splits(train_size=512)
+    model = fit(net(), train_set, cfg(epochs=3)).model
+    stats = train_set.stats()
+    good = evaluate(model, test, stats, torch.device("cpu"))[1]
+    with torch.no_grad():  # stale statistics: the running mean far from the activations
+        model[1].running_mean.fill_(100.0)
+    stale = evaluate(model, test, stats, torch.device("cpu"))[1]
+    fresh = evaluate(model, test, stats, torch.device("cpu"), bn_from=train_set)[1]
+    assert stale < 0.4 < 0.6 < fresh  # 4 classes: chance is 0.25
+    assert torch.all(model[1].running_mean == 100.0)  # the model evaluated is a copy: training is untouched
+    exact = net()
+    exact.load_state_dict(model.state_dict())
+    reset_bn(exact, Loader(train_set, 1000, train=False, stats=stats, device=torch.device("cpu")))
+    assert evaluate(exact, test, stats, torch.device("cpu"))[1] == fresh
+    assert abs(fresh - good) < 0.1  # the momentum average was close to the exact one after training
+
+
 def test_masked_weights_stay_exactly_zero_under_momentum_and_decay():
     train_set, _ = splits()
     model = net()

@@ -17,7 +17,7 @@ import torch
 
 from ..data import Loader
 from ..store import Store
-from ..train import default_device, evaluate
+from ..train import default_device, evaluate, reset_bn
 from .base import Run, register, splits
 
 
@@ -41,19 +41,6 @@ def interpolate(a: torch.nn.Module, b: torch.nn.Module, alpha: float, into: torc
     sa, sb = a.state_dict(), b.state_dict()
     into.load_state_dict({k: torch.lerp(v, sb[k], alpha) if v.is_floating_point() else v for k, v in sa.items()})
     return into
-
-
-@torch.no_grad()
-def reset_bn(net: torch.nn.Module, loader: Loader) -> None:
-    """Running BatchNorm statistics recomputed as the exact average over one pass of `loader`."""
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    for x, _ in loader.epoch():
-        net(x)
-    net.eval()
 
 
 @register

@@ -56,6 +56,7 @@ class FinetuneRun(Run):
     prune: PruneConfig
     finetune: TrainConfig
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    recompute_bn: bool = False  # BatchNorm statistics recomputed on the training data before every evaluation
     schema: ClassVar[dict[str, type]] = {"tau0": float, "sparsity": float, "history": list, "final.test_acc": float,
                                          "tracker": list}
 
@@ -76,10 +77,11 @@ class FinetuneRun(Run):
         dense = pruning.Mask.dense(net)
         reference = {n: w.detach().float().cpu().clone() for n, w in net.named_parameters() if n in dense}
         mask = None if p.criterion == "none" else p.apply(net)
+        bn_from = train_set if self.recompute_bn else None
         tracker = Tracker(self.tracker, mask if mask is not None else dense, tau0, test_set=test_set,
-                          reference=reference)
+                          reference=reference, seed=p.seed, bn_from=bn_from)
         state = train(net, train_set, self.finetune, mask=mask, stats=train_set.stats(), quiet=quiet,
-                      callbacks=[Evaluate(test_set), tracker, Checkpoint(store.checkpoint_dir(self))],
+                      callbacks=[Evaluate(test_set, bn_from=bn_from), tracker, Checkpoint(store.checkpoint_dir(self))],
                       desc=f"{p.criterion} {p.fraction:g} s{self.finetune.seed}")
         result = {"tau0": tau0, "sparsity": mask.sparsity() if mask is not None else 0.0,
                   "history": state.history, "final": state.history[-1],

@@ -32,6 +32,20 @@ def paired(a: pd.Series, b: pd.Series) -> dict:
     return {"effect": m, "ci_lo": lo, "ci_hi": hi, "p": p, "n_seeds": len(d)}
 
 
+def welch(a, b) -> tuple[float, float, float]:
+    """Mean of `a` minus mean of `b` with the 95% Welch interval, for replicates that share nothing (`verdicts.md`,
+    rule 6: seeds of two architectures are two dense models each); the interval is (nan, nan) with fewer than two
+    values on a side."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if not a or not b:
+        return math.nan, math.nan, math.nan
+    m = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return m, math.nan, math.nan
+    lo, hi = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    return m, float(lo), float(hi)
+
+
 WORDS = ("reproduces", "does not reproduce", "inconclusive", "not testable")
 
 
@@ -108,7 +122,7 @@ def seeds_for(sd: float, delta: float, at_least: int = 3, at_most: int = 100) ->
 
 def verdict(claim: str, values, delta: float, summary: str, above: bool = True, condition: str = "",
             premise: Premise | None = None, planned_sd: float | None = None, units: str = "",
-            replicate: str = "seeds") -> Verdict:
+            replicate: str = "seeds", against=None) -> Verdict:
     """The verdict on `values`, one effect per replicate. The claim reproduces when their 95% CI lies beyond
     `delta` on the claim's side (above it, or below it with `above=False`), does not reproduce when the CI lies on
     the other side, and is inconclusive when it straddles `delta` (or there are too few replicates). With a
@@ -117,9 +131,16 @@ def verdict(claim: str, values, delta: float, summary: str, above: bool = True, 
     `summary` may use {mean}, {lo}, {hi}, {n} and {word} (holds / does not hold / is inconclusive / is not
     testable). `planned_sd`, the per-replicate SD the design was sized with (a pilot's, or earlier records'),
     gives the expected half-width at this n; without it the observed SD stands in. `units` follow numbers in the
-    direction sentence ("points"; values are then scaled by 100)."""
+    direction sentence ("points"; values are then scaled by 100). With `against` (another group's replicates, unpaired
+    with `values`), the effect is the difference of their means with Welch's interval (`welch`), and each replicate
+    of `values` is shown against the other group's mean."""
     values = tuple(float(v) for v in values)
-    m, lo, hi = mean_ci(values)
+    if against is None:
+        m, lo, hi = mean_ci(values)
+    else:
+        other = [float(v) for v in against]
+        m, lo, hi = welch(values, other)
+        values = tuple(v - statistics.fmean(other) for v in values) if other else values
     if premise is not None and not premise.present:
         word = "not testable"
     elif math.isnan(lo):
@@ -130,6 +151,9 @@ def verdict(claim: str, values, delta: float, summary: str, above: bool = True, 
     n = len(values)
     sd = planned_sd if planned_sd is not None else (statistics.stdev(values) if n > 1 else math.nan)
     hw = half_width(sd, n) if n > 1 and not math.isnan(sd) else math.nan
+    if against is not None and n > 1 and len(against) > 1 and not math.isnan(sd):  # equal SDs: t(n + k - 2)
+        k = len(against)
+        hw = float(stats.t.ppf(0.975, n + k - 2) * sd * math.sqrt(1 / n + 1 / k))
     rule = (f"reproduces when the 95% CI lies {'above' if above else 'below'} δ = {delta:g}, does not when it lies "
             f"{'below' if above else 'above'}; inconclusive when it straddles δ"
             + ("; not testable when the premise is absent" if premise is not None else ""))

@@ -1,217 +1,220 @@
-"""03 architectures (C2, C3): does the cascade rescue random pruning, and on which architectures?
+"""03 architectures (C2, C3): does shedding caused by pruning rescue random pruning, and on which architectures?
 
-Protocol (fixed before any result was seen): a CIFAR ResNet and a CIFAR MobileNetV2 are
-pre-trained on the same data (one dense model per architecture and seed). Copies are pruned
-one-shot by `gmp` and `random` at several fractions, then fine-tuned with a constant learning rate
-in two conditions: `hot` (high learning rate and weight decay, where shedding is expected) and
-`cold` (low learning rate, no weight decay). At the end the tracker records the effective
-sparsity (pruned + shed, where shed means below 5% of the layer's RMS, `effective="rms:0.05"`: below
-tau0 would count random's small but untouched survivors as shed from the start) and `removal_acc`, the test accuracy after zeroing the shed
-weights without further training: the accuracy of the network at that effective sparsity.
+Protocol (fixed before any of its results existed; the chapter states it in full):
 
-Gap, per (architecture, condition, seed): for each random run, GMP's removal accuracy at the
-random run's effective sparsity (linear interpolation along GMP's runs of that seed, clamped at
-their ends) minus random's, averaged over the random runs. Positive: random is worse than GMP.
-
-- C2's effect, per seed, on the first architecture (the ResNet): gap_cold - gap_hot, how much of
-  random's deficit the hot (cascading) fine-tuning closes. C2 holds when its 95% CI lies above
-  0.01 (at least one accuracy point: "greatly improves"), fails when it lies below.
-- C3's effect, per seed: C2's effect on the first architecture minus that on the second (the
-  MobileNet); seeds are paired by index. C3 holds when its CI lies above 0, fails below.
-
-Mechanism: per layer, the rise over the first fine-tuning epoch of the tau0-shed share, against
-depth, and by layer kind (depthwise / pointwise / full conv / linear).
+- Dense models: the shared backbone (ResNet-8 w16 on 10,000 Fashion-MNIST images, chapter 02's recipe; its
+  pretrains by key) and a MobileNetV3-small (`mobilenet`, `mobilenet_width`) with the same data and recipe, one
+  per architecture and seed.
+- Conditions: two fine-tuning points of chapter 02's map, `finetune_epochs` each: `shed_point`, where chapter 02's
+  control sheds most while accuracy survives, and `cold_point`, where nothing sheds.
+- Arms, per architecture, seed and condition: the unpruned control, and one-shot GMP and random pruning at each of
+  `fractions`, all fine-tuned from the seed's dense model. BatchNorm statistics are recomputed on the training data
+  before every evaluation (`FinetuneRun.recompute_bn`).
+- Per pruned run: chapter 02's decomposition for its own criterion's kept set (`analysis.decompose`: cascade E,
+  temperature, relaxation), the accuracy after removing the shed weights (`removal_acc`, shed = below 5% of the
+  layer's RMS, so random's small survivors are not shed from the start) and the effective sparsity.
+- gap = GMP's removal accuracy minus random's, at the same architecture, condition, fraction and seed (one dense
+  model: paired). closing = gap(cold) - gap(shed), per seed, the mean over fractions.
+- A condition survives on an architecture when its control's removal accuracy is within `survival` of the dense
+  models' (means over seeds).
+- C2, on the first architecture (the ResNet). Premise: random's E at the shed point (per seed, the mean over
+  fractions) has its 95% CI above `delta_e`, and the shed point survives. Effect: the closing; reproduces when its
+  CI lies above `delta`, does not when below; not testable when the premise is absent.
+- C3. Premise: C2's. Effect: the ResNet's closing minus the MobileNet's, Welch's t (the two architectures share no
+  dense model); the same rule and δ. Descriptive half: random's cold gap on the MobileNet minus on the ResNet (Welch).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-import torch
 
 from .. import analysis, models, stats
 from .. import experiments as core
 from .. import runs as R
 from ..shedding import TrackerConfig
-from ..train import TrainConfig
-from .backbone import Backbone
+from . import backbone
+from .backbone import SmallResNet
 
-CONDITIONS = ("hot", "cold")
+POINT = ["model", "lr", "weight_decay", "schedule"]
+CONDITIONS = ("shed", "cold")
 
 
 @dataclass(frozen=True)
-class Config:
-    archs: tuple[str, ...] = ("resnet8:16", "mobilenetv2:8")
-    dataset: str = "fashion-mnist"
-    train_size: int | None = 2000
-    test_size: int | None = 1000
-    seeds: int = 3
-    first_seed: int = 0
-    criteria: tuple[str, ...] = ("gmp", "random")
+class Config(SmallResNet):
+    mobilenet: str = "mobilenet_v3_small"
+    mobilenet_width: int = 8
     fractions: tuple[float, ...] = (0.3, 0.6)
-    pretrain_epochs: int = 8
-    pretrain_lr: float = 0.1
-    pretrain_weight_decay: float = 5e-4
-    batch_size: int = 128
-    finetune_epochs: int = 2
-    hot_lr: float = 0.1
-    hot_wd: float = 5e-3
-    cold_lr: float = 0.003
-    cold_wd: float = 0.0
-    precisions: tuple[str, ...] = ("fp32", "fp32")  # per arch; bf16 depthwise convs were ~3x slower here
-    effective: str = "rms:0.05"  # shed = below 5% of the layer RMS: random's small survivors are not "shed"
+    shed_point: str = "0.1/0.005/cosine"  # chapter 02: the control's largest shedding where accuracy survives
+    cold_point: str = "0.1/0.0005/cosine"  # chapter 02's confirmation point: the control sheds nothing
+    finetune_epochs: int = 4
+    record_every: int = 39
+    effective: str = "rms:0.05"
+    survival: float = 0.02
+    delta: float = 0.01  # one accuracy point of gap closed: "greatly improves" cannot mean less
+    delta_e: float = 0.1  # pruning sheds at least a tenth of the pruned fraction beyond the control
+    planned_sd: float = 0.01  # of a difference of two removal accuracies on 2,000 test images (binomial SE 0.007 each)
+    budget_min: float = 40
 
     def __post_init__(self):
-        if len(self.archs) != 2:
-            raise ValueError(f"archs={self.archs!r} is invalid; allowed: two 'model:width' entries, ResNet first")
-        for arch in self.archs:
-            name, _, width = arch.partition(":")
-            if name not in models.names() or not width.isdigit():
-                raise ValueError(f"arch {arch!r} is invalid; allowed: 'model:width' with model in "
-                                 f"{', '.join(models.names())}")
-        if len({a.partition(':')[0] for a in self.archs}) != 2:
-            raise ValueError(f"archs={self.archs!r} is invalid; allowed: two different models")
-        if len(self.precisions) != len(self.archs) or not set(self.precisions) <= {"fp32", "bf16"}:
-            raise ValueError(f"precisions={self.precisions!r} is invalid; allowed: one of fp32, bf16 per arch")
-        if set(self.criteria) != {"gmp", "random"}:
-            raise ValueError(f"criteria={self.criteria!r} is invalid; allowed: gmp, random")
-        if self.seeds < 1 or not self.fractions or not all(0 < f < 1 for f in self.fractions):
-            raise ValueError(f"seeds={self.seeds}, fractions={self.fractions!r} are invalid; allowed: seeds >= 1, "
-                             "fractions in (0, 1)")
-        if (self.hot_lr, self.hot_wd) == (self.cold_lr, self.cold_wd):
-            raise ValueError(f"hot and cold conditions are equal ({self.hot_lr}, {self.hot_wd}); allowed: different")
+        super().__post_init__()
+        if self.mobilenet not in models.names() or self.mobilenet == self.model:
+            raise ValueError(f"mobilenet={self.mobilenet!r} is invalid; allowed: a model other than {self.model!r} "
+                             f"among {', '.join(models.names())}")
+        if not self.fractions or not all(0 < f < 1 for f in self.fractions):
+            raise ValueError(f"fractions={self.fractions!r} are invalid; allowed: values in (0, 1)")
+        if backbone.parse_point(self.shed_point) == backbone.parse_point(self.cold_point):
+            raise ValueError(f"shed_point and cold_point are both {self.shed_point!r}; allowed: two different points")
+        for name in ("delta", "delta_e", "planned_sd", "survival"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: a number > 0")
 
-    def arch(self, i: int) -> tuple[str, int]:
-        name, _, width = self.archs[i].partition(":")
-        return name, int(width)
+    def archs(self) -> list[tuple[str, int]]:
+        return [(self.model, self.width), (self.mobilenet, self.mobilenet_width)]
 
-    def backbone(self, i: int) -> Backbone:
-        """The shared pre-training recipe, for architecture i."""
-        model, width = self.arch(i)
-        fields = {f.name for f in dataclasses.fields(Backbone)} - {"model", "width", "precision"}
-        return Backbone(model=model, width=width, precision=self.precisions[i],
-                        **{k: getattr(self, k) for k in fields})
+    def points(self) -> dict[str, tuple[float, float, str]]:
+        return dict(zip(CONDITIONS, map(backbone.parse_point, (self.shed_point, self.cold_point))))
 
-    def condition(self, lr: float, wd: float) -> str:
-        return "hot" if (lr, wd) == (self.hot_lr, self.hot_wd) else "cold"
+    def condition(self, lr: float, wd: float, schedule: str) -> str:
+        return next(c for c, p in self.points().items() if p == (lr, wd, schedule))
 
-
-def finetune_config(cfg: Config, condition: str, seed: int, precision: str) -> TrainConfig:
-    lr, wd = (cfg.hot_lr, cfg.hot_wd) if condition == "hot" else (cfg.cold_lr, cfg.cold_wd)
-    return TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=wd,
-                       lr_schedule="constant", precision=precision, seed=seed)
+    def tracker(self) -> TrackerConfig:
+        """Chapter 02's decomposition measures, for GMP's and random's kept sets at each fraction."""
+        return dataclasses.replace(backbone.decomposition_tracker(self.fractions, self.record_every),
+                                   kept_random=tuple(self.fractions), effective=self.effective, summaries=False)
 
 
 def runs(cfg: Config) -> list[R.FinetuneRun]:
     out = []
-    for i in range(len(cfg.archs)):
-        bb = cfg.backbone(i)
-        precision = bb.precision
-        for seed in bb.seed_list():
-            pre = bb.pretrain(seed)
-            for condition in CONDITIONS:
-                ft = finetune_config(cfg, condition, seed, precision)
-                for frac in cfg.fractions:
-                    for crit in cfg.criteria:
-                        out.append(R.FinetuneRun(pre, R.PruneConfig(crit, frac, seed), ft, TrackerConfig(effective=cfg.effective)))
+    for model, width in cfg.archs():
+        for seed in cfg.seed_list():
+            pre = cfg.pretrain(seed, model=model, width=width)
+            for lr, wd, schedule in cfg.points().values():
+                ft = cfg.finetune(seed, cfg.finetune_epochs, lr, wd, schedule)
+                prunes = [R.PruneConfig("none", cfg.fractions[0], seed)] + [
+                    R.PruneConfig(c, f, seed) for f in cfg.fractions for c in ("gmp", "random")]
+                out += [R.FinetuneRun(pre, p, ft, cfg.tracker(), recompute_bn=True, eval_every=cfg.finetune_epochs)
+                        for p in prunes]
     return out
 
 
-def final_table(cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: model, condition, criterion, fraction, seed, effective_sparsity, removal_acc."""
-    t = analysis.last_global(frame).pivot_table(index=["model", "lr", "weight_decay", "criterion", "fraction", "seed"], columns="metric",
-                         values="value")[["effective_sparsity", "removal_acc"]].reset_index()
-    t.insert(1, "condition", [cfg.condition(lr, wd) for lr, wd in zip(t.lr, t.weight_decay)])
-    return t.drop(columns=["lr", "weight_decay"])
+# ------------------------------------------------------------------------------------------------ analysis
+def rows(cfg: Config, records) -> pd.DataFrame:
+    """One row per fine-tuning run: labels, `condition`, final global measures, the dense model's accuracy."""
+    r = analysis.with_dense_acc(analysis.final_rows(records), records)
+    return r.assign(condition=[cfg.condition(*p) for p in r[["lr", "weight_decay", "schedule"]].itertuples(
+        index=False, name=None)])
 
 
-def gaps(final: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, condition, seed): GMP's removal accuracy at random's effective sparsity minus random's."""
-    rows = []
-    for (model, condition, seed), g in final.groupby(["model", "condition", "seed"]):
-        gmp = g[g.criterion == "gmp"].sort_values("effective_sparsity")
-        rnd = g[g.criterion == "random"]
-        at = np.interp(rnd.effective_sparsity, gmp.effective_sparsity, gmp.removal_acc)
-        rows.append({"model": model, "condition": condition, "seed": seed,
-                     "gap": float(np.mean(at - rnd.removal_acc.to_numpy()))})
-    return pd.DataFrame(rows)
+def controls(r: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture, condition and seed: the unpruned control's accuracy after removing its shed weights,
+    its effective sparsity and its dense model's accuracy."""
+    c = r[r.criterion == "none"].set_index(["model", "condition", "seed"])
+    return c[["removal_acc", "effective_sparsity", "dense_acc"]].sort_index()
 
 
-def effects(cfg: Config, gap: pd.DataFrame) -> pd.DataFrame:
-    """Per model and seed: gap_cold, gap_hot and the C2 effect gap_cold - gap_hot."""
-    t = gap.pivot_table(index=["model", "seed"], columns="condition", values="gap")
-    t = t.rename(columns={"cold": "gap_cold", "hot": "gap_hot"})
-    t["c2_effect"] = t.gap_cold - t.gap_hot
-    return t[["gap_cold", "gap_hot", "c2_effect"]]
+def survives(cfg: Config, ctrl: pd.DataFrame) -> pd.Series:
+    """Per architecture and condition: whether the control's removal accuracy is within `survival` of the dense
+    models' (means over seeds)."""
+    g = ctrl.groupby(level=["model", "condition"])
+    return (g.dense_acc.mean() - g.removal_acc.mean()) <= cfg.survival
 
 
-@functools.lru_cache(maxsize=8)
-def layer_kinds(model: str, width: int) -> dict[str, str]:
-    """Kind of every conv/linear weight: depthwise, pointwise (1x1), conv (full), linear."""
-    net = models.build(model, width=width)
-    out = {}
-    for name, m in net.named_modules():
-        if isinstance(m, torch.nn.Conv2d):
-            depthwise = m.groups > 1 and m.groups == m.in_channels
-            out[f"{name}.weight"] = "depthwise" if depthwise else "pointwise" if m.kernel_size == (1, 1) else "conv"
-        elif isinstance(m, torch.nn.Linear):
-            out[f"{name}.weight"] = "linear"
+def per_seed(dec: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture, condition, fraction and seed: each criterion's E, removal accuracy and effective sparsity
+    side by side, and the gap (GMP minus random removal accuracy)."""
+    t = dec.pivot_table(index=["model", "condition", "fraction", "seed"], columns="criterion",
+                        values=["cascade", "removal_acc", "effective_sparsity"])
+    t.columns = [f"{m}_{c}" for m, c in t.columns]
+    return t.assign(gap=t.removal_acc_gmp - t.removal_acc_random).reset_index()
+
+
+def closing(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture and seed: the gap at each condition, random's E at the shed point (means over fractions),
+    and closing = gap(cold) - gap(shed)."""
+    g = seeds.groupby(["model", "seed", "condition"])[["gap", "cascade_random"]].mean().unstack("condition")
+    out = pd.DataFrame({"gap_cold": g["gap"]["cold"], "gap_shed": g["gap"]["shed"],
+                        "e_random_shed": g["cascade_random"]["shed"]})
+    return out.assign(closing=out.gap_cold - out.gap_shed).reset_index()
+
+
+def point_table(dec: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture, condition, criterion and fraction (means over seeds): E with its 95% CI, temperature,
+    relaxation, removal accuracy, effective sparsity, and the control's removal accuracy."""
+    g = dec.groupby(["model", "condition", "criterion", "fraction"])
+    out = g[["cascade", "temperature", "relaxation", "removal_acc", "effective_sparsity", "dense_acc"]].mean()
+    ci = g.cascade.apply(lambda v: stats.mean_ci(v.tolist()))
+    out.insert(1, "cascade_lo", [c[1] for c in ci])
+    out.insert(2, "cascade_hi", [c[2] for c in ci])
+    control = ctrl.groupby(level=["model", "condition"]).removal_acc.mean()
+    out["removal_acc_control"] = [control[m, c] for m, c, _, _ in out.index]
+    out["n_seeds"] = g.size()
     return out
 
 
-def layer_shed(cfg: Config, frame: pd.DataFrame, metric: str = "shed_tau0", epoch: int = 1) -> pd.DataFrame:
-    """Per model, condition, criterion, fraction and layer (mean over seeds): rise of `metric` over the
-    first `epoch` epochs, with the layer's depth (position among tracked layers) and kind."""
-    sub = frame[(frame.layer != "global") & (frame.metric == metric) & frame.epoch.isin([0, epoch])]
-    by = ["model", "lr", "weight_decay", "criterion", "fraction", "seed", "layer"]
-    wide = sub.pivot_table(index=by, columns="epoch", values="value")
-    rise = (wide[epoch] - wide[0]).rename("rise").reset_index()
-    rise = rise.groupby([c for c in by if c != "seed"], sort=False).rise.mean().reset_index()
-    rise.insert(1, "condition", [cfg.condition(lr, wd) for lr, wd in zip(rise.lr, rise.weight_decay)])
-    widths = dict(cfg.arch(i) for i in range(len(cfg.archs)))
-    order = {m: list(layer_kinds(m, widths[m])) for m in widths}
-    rise["depth"] = [order[m].index(layer) for m, layer in zip(rise.model, rise.layer)]
-    rise["kind"] = [layer_kinds(m, widths[m])[layer] for m, layer in zip(rise.model, rise.layer)]
-    return rise.drop(columns=["lr", "weight_decay"]).sort_values(["model", "condition", "criterion", "fraction",
-                                                                   "depth"], ignore_index=True)
+def welch_table(close: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
+    """Between architectures (Welch's t, seeds unpaired): the ResNet minus the MobileNet in each per-seed measure."""
+    a, b = close[close.model == first], close[close.model == second]
+    rows_ = []
+    for col in ("gap_cold", "gap_shed", "e_random_shed", "closing"):
+        m, lo, hi = stats.welch(a[col], b[col])
+        rows_.append({"measure": col, first: a[col].mean(), second: b[col].mean(), "difference": m, "ci_lo": lo,
+                      "ci_hi": hi})
+    return pd.DataFrame(rows_).set_index("measure")
 
 
-def analyze(cfg: Config, records) -> tuple[dict, list[dict]]:
-    frame = analysis.tracker_frame(records)
-    final = final_table(cfg, frame)
-    eff = effects(cfg, gaps(final))
-    first, second = cfg.arch(0)[0], cfg.arch(1)[0]
-    c2 = eff.loc[first].c2_effect
-    c3 = (c2 - eff.loc[second].c2_effect).dropna()
+def verdicts(cfg: Config, close: pd.DataFrame, alive: pd.Series) -> list:
+    (first, width), (second, width2) = cfg.archs()
+    a = close[close.model == first].sort_values("seed")
+    b = close[close.model == second].sort_values("seed")
+    found = stats.Premise.of(f"random's cascade E at the shed point on {first}", a.e_random_shed.tolist(),
+                             cfg.delta_e)
+    survived = bool(alive.get((first, "shed"), False))
+    premise = dataclasses.replace(found, present=found.present and survived,
+                                  statistic=found.statistic + ("" if survived else ", where accuracy does not survive"))
+    where = f"{first} w{width}, {cfg.shed_point} against {cfg.cold_point}, {cfg.finetune_epochs} epochs"
     v2 = stats.verdict(
-        "C2", c2.tolist(), 0.01,
-        f"C2 {{word}} on {first}: hot fine-tuning closes {{mean:.3f}} of random pruning's accuracy gap to GMP at "
-        "equal effective sparsity, relative to cold fine-tuning (95% CI {lo:.3f} to {hi:.3f}, n={n} seeds; "
-        "threshold 0.01).", condition=f"{first}, hot vs cold fine-tuning")
+        "C2", a.closing.tolist(), cfg.delta,
+        f"C2 {{word}} on {first}: fine-tuning at the shed point closes {{mean:+.3f}} of random pruning's accuracy gap "
+        f"to GMP, relative to the cold point (95% CI {{lo:.3f}} to {{hi:.3f}}, n={{n}} seeds; δ = {cfg.delta:g}); "
+        f"random's cascade E there is {found.effect:+.3f} (premise threshold {cfg.delta_e:g}).",
+        condition=where, premise=premise, planned_sd=cfg.planned_sd, units="points")
     v3 = stats.verdict(
-        "C3", c3.tolist(), 0.0,
-        f"C3 {{word}}: the gap closed by the cascade is {{mean:.3f}} larger on {first} than on {second} "
-        "(95% CI {lo:.3f} to {hi:.3f}, n={n} paired seeds; threshold 0).", condition=f"{first} vs {second}")
-    summary = final.groupby(["model", "condition", "criterion", "fraction"])[
-        ["effective_sparsity", "removal_acc"]].mean()
-    layers = layer_shed(cfg, frame)
-    kinds = layers.groupby(["model", "condition", "criterion", "kind"]).rise.mean().unstack("kind")
-    return {"summary": summary, "final": final, "effects": eff, "layers": layers, "kinds": kinds,
-            "frame": frame}, [v2, v3]
+        "C3", a.closing.tolist(), cfg.delta,
+        f"C3 {{word}}: the gap closed at the shed point is {{mean:+.3f}} larger on {first} than on {second} "
+        f"(Welch 95% CI {{lo:.3f}} to {{hi:.3f}}, {{n}} seeds each; δ = {cfg.delta:g}).",
+        condition=f"{first} w{width} against {second} w{width2}, {cfg.shed_point} against {cfg.cold_point}",
+        premise=premise, planned_sd=cfg.planned_sd, units="points", against=b.closing.tolist(),
+        replicate=f"{first} seeds, each against {second}'s mean")
+    return [v2, v3]
+
+
+def analyze(cfg: Config, records) -> tuple[dict, list]:
+    r = rows(cfg, records)
+    dec = analysis.decompose(r, POINT).assign(condition=lambda d: [
+        cfg.condition(*p) for p in d[["lr", "weight_decay", "schedule"]].itertuples(index=False, name=None)])
+    ctrl = controls(r)
+    alive = survives(cfg, ctrl)
+    seeds = per_seed(dec)
+    close = closing(seeds)
+    (first, _), (second, _) = cfg.archs()
+    tables = {"rows": r, "decomposition": dec, "controls": ctrl, "survives": alive, "per_seed": seeds,
+              "closing": close, "points": point_table(dec, ctrl), "between": welch_table(close, first, second),
+              "dense": analysis.dense_frame(records)}
+    return tables, verdicts(cfg, close, alive)
 
 
 EXPERIMENT = core.Experiment(
     name="architectures", notebook="03_architectures", claims=("C2", "C3"), config=Config,
     profiles={
-        "smoke": dict(archs=("resnet8:4", "mobilenetv2:8"), train_size=128, test_size=64, seeds=2,
-                      fractions=(0.5,), pretrain_epochs=1, batch_size=64, finetune_epochs=1),
+        "smoke": dict(width=4, mobilenet_width=8, train_size=256, test_size=128, seeds=2, pretrain_epochs=1,
+                      batch_size=64, fractions=(0.5,), finetune_epochs=2, record_every=2,
+                      shed_point="0.3/0.005/cosine", cold_point="0.03/0.0005/cosine"),
         "paper": {},
-        "full": lambda: core.full_data() | dict(archs=("resnet56:16", "mobilenetv2:32"), seeds=5,
-                     fractions=(0.2, 0.4, 0.6, 0.8), pretrain_epochs=60, finetune_epochs=20),
+        "full": lambda: core.full_data() | dict(model="resnet56", mobilenet_width=16, seeds=5, pretrain_epochs=60,
+                                                finetune_epochs=20, record_every=0),
     },
-    runs=runs, analyze=analyze, figures={"C2": "fig-architectures-accuracy", "C3": "fig-architectures-accuracy"},
-    description="Prune a ResNet and a MobileNetV2 with gmp and random, fine-tune hot and cold, and compare "
-                "removal accuracy at equal effective sparsity.")
+    runs=runs, analyze=analyze, figures={"C2": "fig-architectures-closing", "C3": "fig-architectures-closing"},
+    description="Prune a ResNet and a MobileNetV3-small with GMP and random, fine-tune where the control sheds and "
+                "where it does not, and ask whether shedding caused by pruning closes random's gap to GMP.")

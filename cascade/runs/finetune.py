@@ -9,7 +9,7 @@ import torch
 from .. import pruning
 from ..shedding import Tracker, TrackerConfig
 from ..store import Store
-from ..train import Checkpoint, Evaluate, TrainConfig, train
+from ..train import Checkpoint, Evaluate, TrainConfig, check_eval_every, train
 from .base import DataConfig, Run, load_network, register, splits, train_images
 from .pretrain import PretrainRun, initial
 
@@ -57,6 +57,7 @@ class FinetuneRun(Run):
     finetune: TrainConfig
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     recompute_bn: bool = False  # BatchNorm statistics recomputed on the training data before every evaluation
+    eval_every: int = 1  # test evaluations every k epochs and at the last (`Evaluate`)
     schema: ClassVar[dict[str, type]] = {"tau0": float, "sparsity": float, "history": list, "final.test_acc": float,
                                          "tracker": list}
 
@@ -65,6 +66,7 @@ class FinetuneRun(Run):
         if size is not None and self.finetune.batch_size > size:
             raise ValueError(f"batch_size={self.finetune.batch_size} exceeds the training set (train_size={size}); "
                              "allowed: <= it")
+        check_eval_every(self.eval_every)
 
     def deps(self) -> tuple[Run, ...]:
         return (self.pretrain,)
@@ -81,7 +83,7 @@ class FinetuneRun(Run):
         tracker = Tracker(self.tracker, mask if mask is not None else dense, tau0, test_set=test_set,
                           reference=reference, seed=p.seed, bn_from=bn_from)
         state = train(net, train_set, self.finetune, mask=mask, stats=train_set.stats(), quiet=quiet,
-                      callbacks=[Evaluate(test_set, bn_from=bn_from), tracker, Checkpoint(store.checkpoint_dir(self))],
+                      callbacks=[Evaluate(test_set, self.eval_every, bn_from=bn_from), tracker, Checkpoint(store.checkpoint_dir(self))],
                       desc=f"{p.criterion} {p.fraction:g} s{self.finetune.seed}")
         result = {"tau0": tau0, "sparsity": mask.sparsity() if mask is not None else 0.0,
                   "history": state.history, "final": state.history[-1],

@@ -45,7 +45,7 @@ CONDITIONS = ("shed", "cold")
 class Config(SmallResNet):
     mobilenet: str = "mobilenet_v3_small"
     mobilenet_width: int = 8
-    fractions: tuple[float, ...] = (0.3, 0.6)
+    fractions: tuple[float, ...] = (0.6,)
     shed_point: str = "0.1/0.005/cosine"  # chapter 02: the control's largest shedding where accuracy survives
     cold_point: str = "0.1/0.0005/cosine"  # chapter 02's confirmation point: the control sheds nothing
     finetune_epochs: int = 4

@@ -133,7 +133,8 @@ def verdict(claim: str, values, delta: float, summary: str, above: bool = True, 
     gives the expected half-width at this n; without it the observed SD stands in. `units` follow numbers in the
     direction sentence ("points"; values are then scaled by 100). With `against` (another group's replicates, unpaired
     with `values`), the effect is the difference of their means with Welch's interval (`welch`), and each replicate
-    of `values` is shown against the other group's mean."""
+    of `values` is shown against the other group's mean (`Verdict.values` holds those differences); the expected
+    half-width is that of two groups with one SD (the planned one, else the pooled one)."""
     values = tuple(float(v) for v in values)
     if against is None:
         m, lo, hi = mean_ci(values)
@@ -151,8 +152,10 @@ def verdict(claim: str, values, delta: float, summary: str, above: bool = True, 
     n = len(values)
     sd = planned_sd if planned_sd is not None else (statistics.stdev(values) if n > 1 else math.nan)
     hw = half_width(sd, n) if n > 1 and not math.isnan(sd) else math.nan
-    if against is not None and n > 1 and len(against) > 1 and not math.isnan(sd):  # equal SDs: t(n + k - 2)
+    if against is not None and n > 1 and len(against) > 1:  # two groups of one SD, pooled: t(n + k - 2)
         k = len(against)
+        if planned_sd is None:
+            sd = math.sqrt(((n - 1) * statistics.variance(values) + (k - 1) * statistics.variance(other)) / (n + k - 2))
         hw = float(stats.t.ppf(0.975, n + k - 2) * sd * math.sqrt(1 / n + 1 / k))
     rule = (f"reproduces when the 95% CI lies {'above' if above else 'below'} δ = {delta:g}, does not when it lies "
             f"{'below' if above else 'above'}; inconclusive when it straddles δ"

@@ -87,31 +87,67 @@ def test_conditions_config_and_paper_run_count():
     assert len(extra) == 3 * (1 + 6) and {r.train.seed for r in extra if r.kind == "pretrain"} == {3, 4, 5}
 
 
-def final_rows(condition, gmp, rnd, seed=0, model="resnet8"):
-    return [dict(model=model, condition=condition, criterion=c, fraction=f, seed=seed, effective_sparsity=s,
-                 removal_acc=a) for c, pts in (("gmp", gmp), ("random", rnd)) for f, (s, a) in zip((0.3, 0.6), pts)]
+def decomposed(model, condition, seed, gmp, rnd):
+    """Rows as `analysis.decompose` returns them: (E, removal accuracy) of GMP and random at f = 0.3 and 0.6."""
+    return [dict(model=model, condition=condition, criterion=c, fraction=f, seed=seed, cascade=e, removal_acc=a,
+                 effective_sparsity=f) for c, pts in (("gmp", gmp), ("random", rnd)) for f, (e, a) in zip((0.3, 0.6), pts)]
 
 
-def test_architectures_gap_interpolates_and_clamps_by_hand():
-    # GMP: (0.3, 0.8), (0.5, 0.6). Random at 0.4 -> GMP 0.7, gap 0.2; at 0.6 -> clamped 0.6, gap 0.05. Mean 0.125.
-    cold = final_rows("cold", [(0.3, 0.8), (0.5, 0.6)], [(0.4, 0.5), (0.6, 0.55)])
-    # hot: random at 0.35 -> GMP 0.75, acc 0.7, gap 0.05; at 0.5 -> 0.6, acc 0.6, gap 0. Mean 0.025.
-    hot = final_rows("hot", [(0.3, 0.8), (0.5, 0.6)], [(0.35, 0.7), (0.5, 0.6)])
-    gap = architectures.gaps(pd.DataFrame(cold + hot))
-    assert gap.set_index("condition").gap.to_dict() == pytest.approx({"cold": 0.125, "hot": 0.025})
-    cfg = REGISTRY["architectures"].make_config("smoke")
-    eff = architectures.effects(cfg, gap)
-    assert eff.loc[("resnet8", 0)].c2_effect == pytest.approx(0.1)
+def test_architectures_gap_closing_and_premise_by_hand():
+    """Seed 0 on the ResNet. Cold: gaps 0.80 - 0.60 = 0.20 and 0.70 - 0.40 = 0.30, mean 0.25. Shed: 0.78 - 0.70 =
+    0.08 and 0.66 - 0.60 = 0.06, mean 0.07; random's E there 0.3 and 0.5, mean 0.4. Closing 0.25 - 0.07 = 0.18."""
+    rows = (decomposed("resnet8", "cold", 0, [(0, 0.8), (0, 0.7)], [(0.0, 0.6), (0.0, 0.4)])
+            + decomposed("resnet8", "shed", 0, [(0, 0.78), (0, 0.66)], [(0.3, 0.7), (0.5, 0.6)]))
+    seeds = architectures.per_seed(pd.DataFrame(rows))
+    assert seeds.set_index(["condition", "fraction"]).gap.to_dict() == pytest.approx(
+        {("cold", 0.3): 0.2, ("cold", 0.6): 0.3, ("shed", 0.3): 0.08, ("shed", 0.6): 0.06})
+    close = architectures.closing(seeds).iloc[0]
+    assert (close.gap_cold, close.gap_shed, close.e_random_shed, close.closing) == pytest.approx((0.25, 0.07, 0.4, 0.18))
+    # random: 0.5 cold, 0.65 shed (+0.15); GMP: 0.75 cold, 0.72 shed (-0.03); closing = 0.15 + 0.03
+    assert (close.random_change, close.gmp_change) == pytest.approx((0.15, -0.03))
 
 
-def test_architectures_layer_kinds_and_conditions():
-    kinds = architectures.layer_kinds("mobilenetv2", 8)
-    assert {"depthwise", "pointwise", "conv", "linear"} <= set(kinds.values())
-    assert set(architectures.layer_kinds("resnet8", 4).values()) <= {"conv", "pointwise", "linear"}
+def test_architectures_survival_and_verdicts_by_hand():
+    """Survival: the control's removal accuracy within 0.02 of its accuracy before fine-tuning (means over seeds).
+    C2 reads the ResNet's closings and needs random's E above δ_E = 0.1; C3, the ResNet's minus the MobileNet's by
+    Welch, needs C2 to reproduce."""
     cfg = REGISTRY["architectures"].make_config("paper")
-    assert (cfg.condition(cfg.hot_lr, cfg.hot_wd), cfg.condition(cfg.cold_lr, cfg.cold_wd)) == ("hot", "cold")
-    with pytest.raises(ValueError, match="resnet21"):
-        REGISTRY["architectures"].make_config("paper", archs="resnet21:16,mobilenetv2:8")
+    ctrl = pd.DataFrame({"model": ["resnet8"] * 4, "condition": ["shed", "shed", "cold", "cold"], "seed": [0, 1] * 2,
+                         "removal_acc": [0.88, 0.88, 0.86, 0.85], "start_acc": [0.89, 0.90, 0.89, 0.90],
+                         "dense_acc": 0.9, "effective_sparsity": 0.0}).set_index(["model", "condition", "seed"])
+    alive = architectures.survives(cfg, ctrl)  # shed: 0.895 - 0.88 = 0.015 survives; cold: 0.04 does not
+    assert alive.to_dict() == {("resnet8", "cold"): False, ("resnet8", "shed"): True}
+    close = pd.DataFrame({"model": ["resnet8"] * 3 + ["mobilenet_v3_small"] * 3, "seed": [0, 1, 2] * 2,
+                          "closing": [0.05, 0.06, 0.07, 0.0, 0.01, 0.02], "random_change": [0.02, 0.03, 0.04, 0, 0, 0],
+                          "e_random_shed": [0.3, 0.4, 0.5, 0.0, 0.0, 0.0]})
+    c2, c3 = architectures.verdicts(cfg, close, alive)
+    assert c2.premise.present and c2.effect == pytest.approx(0.06) and c2.word == "reproduces"
+    assert c3.premise.present and c3.word == "reproduces"
+    assert c3.effect == pytest.approx(0.05) and c3.values == pytest.approx((0.04, 0.05, 0.06))  # against 0.01
+    # Welch with equal SDs 0.01 and n = 3 + 3: half-width t(3.99...) * 0.01 * sqrt(2/3)
+    hw = stats.stats.t.ppf(0.975, 4) * 0.01 * math.sqrt(2 / 3)
+    assert c3.ci95 == pytest.approx((0.05 - hw, 0.05 + hw), abs=1e-4)
+    # random itself falls by 0.02-0.04 at the shed point: the gap closes because GMP falls further
+    c2, c3 = architectures.verdicts(cfg, close.assign(random_change=[-0.02, -0.03, -0.04, 0, 0, 0]), alive)
+    assert c2.word == "does not reproduce" and "GMP falls further" in c2.direction
+    assert c3.word == "not testable" and not c3.premise.present
+    weak = close.assign(e_random_shed=[0.0, 0.01, 0.02, 0, 0, 0])
+    assert [v.word for v in architectures.verdicts(cfg, weak, alive)] == ["not testable"] * 2
+    dead = pd.Series({("resnet8", "shed"): False, ("resnet8", "cold"): True})
+    c2, _ = architectures.verdicts(cfg, close, dead)
+    assert c2.word == "not testable" and "does not survive" in c2.premise.statistic
+
+
+def test_architectures_config_rejects_bad_values():
+    cfg = REGISTRY["architectures"].make_config("paper")
+    assert [cfg.condition(*p) for p in cfg.points().values()] == ["shed", "cold"]
+    assert cfg.tracker().kept_random == cfg.tracker().kept_fractions == cfg.fractions
+    with pytest.raises(ValueError, match="mobilenet='resnet21'"):
+        REGISTRY["architectures"].make_config("paper", mobilenet="resnet21")
+    with pytest.raises(ValueError, match="both '0.1/0.005/cosine'"):
+        REGISTRY["architectures"].make_config("paper", cold_point="0.1/0.005/cosine")
+    with pytest.raises(ValueError, match="delta_e=0"):
+        REGISTRY["architectures"].make_config("paper", delta_e=0)
 
 
 def test_parallel_workers_give_the_same_records_as_one_process(tmp_path, monkeypatch):
@@ -332,3 +368,22 @@ def test_verdict_words_half_width_premise_and_direction_by_hand():
         == "reproduces"
     assert stats.seeds_for(0.009, 0.005) == 15  # the half-width t(n-1) 0.009 / sqrt(n) first falls to 0.005 at 15
     assert stats.half_width(0.009, 14) > 0.005 >= stats.half_width(0.009, 15)
+
+
+def test_welch_interval_and_an_unpaired_verdict_by_hand():
+    """a = 1, 2, 3 against b = 0, 0, 0: difference 2, SE = 1 / sqrt(3) (b has no spread), Welch df = 2, so the
+    interval is 2 -+ t(2) / sqrt(3) = 2 -+ 2.484. Each replicate of a is shown against b's mean."""
+    m, lo, hi = stats.welch([1, 2, 3], [0, 0, 0])
+    assert (m, lo, hi) == pytest.approx((2, 2 - 4.3027 / math.sqrt(3), 2 + 4.3027 / math.sqrt(3)), abs=1e-4)
+    v = stats.verdict("X", [1, 2, 3], 0.5, "{word}", against=[0, 0, 0], planned_sd=1.0)
+    assert v.word == "inconclusive" and v.values == (1, 2, 3) and v.effect == 2
+    assert v.expected_half_width == pytest.approx(2.7764 * math.sqrt(2 / 3), abs=1e-3)  # t(4) sqrt(1/3 + 1/3)
+    assert stats.verdict("X", [3, 4, 5], 0.5, "{word}", against=[0, 1, 2]).word == "reproduces"
+    assert math.isnan(stats.welch([1], [0, 1])[1]) and stats.welch([1], [0, 1])[0] == 0.5
+
+
+def test_finetune_eval_every_is_checked_before_compute():
+    run = REGISTRY["architectures"].all_runs(REGISTRY["architectures"].make_config("smoke"))[-1]
+    assert run.kind == "finetune" and run.eval_every == 2 and run.recompute_bn
+    with pytest.raises(ValueError, match=r"eval_every=0 is invalid; allowed: an int >= 1"):
+        R.FinetuneRun(run.pretrain, run.prune, run.finetune, run.tracker, eval_every=0)

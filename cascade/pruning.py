@@ -418,6 +418,26 @@ def gmp_threshold(model: nn.Module, mask: Mapping[str, torch.Tensor] | None, fra
     return _flat(_magnitudes(model, mask).values())[keep].kthvalue(k).values.item() if k else 0.0
 
 
+def absorb(model: nn.Module, mask: Mapping[str, torch.Tensor] | None, shed: Mapping[str, torch.Tensor],
+           limit: int) -> Mask:
+    """A new mask with the survivors marked in `shed` pruned too, at most `limit` of them, the smallest |w| first
+    (ties to the earlier position): the cascade-aware schedule turns weights that shed into pruned ones, never
+    beyond its target."""
+    mask = _as_mask(model, mask)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ValueError(f"limit={limit!r} is invalid; allowed: an int >= 0")
+    names = list(mask)
+    candidates = _flat([mask[n] & shed[n].cpu() for n in names])
+    score = torch.where(candidates, _flat(_magnitudes(model, mask).values()), torch.inf)
+    take = smallest(score, min(limit, int(candidates.sum())))
+    out, start = {}, 0
+    for n in names:
+        size = mask[n].numel()
+        out[n] = mask[n] & ~take[start:start + size].view_as(mask[n])
+        start += size
+    return Mask(model, out)
+
+
 # ------------------------------------------------------------------------------------------------ filter surgery
 @torch.no_grad()
 def zero_pruned_bn(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:

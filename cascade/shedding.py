@@ -13,6 +13,9 @@ by side (see the book's methods chapter):
 - ``norm``: each layer's weight norm;
 - ``jaccard@s`` / ``retained@s``: overlap between the set GMP would keep at sparsity s now and the
   set it kept (or would have kept) at pruning time;
+- ``gmp_jaccard`` (with ``TrackerConfig.gmp_jaccard``): Jaccard index between the weights still in use (kept and
+  not shed) and the set GMP would keep of the live weights at the same density: how far a criterion's kept set
+  has moved toward GMP's;
 - ``effective_sparsity``: pruned plus shed (under ``TrackerConfig.effective``), and at the end
   ``removal_acc``: test accuracy after actually zeroing the shed weights, with no further training.
 
@@ -140,6 +143,7 @@ class TrackerConfig:
     definitions: tuple[str, ...] = ()
     kept_fractions: tuple[float, ...] = ()
     kept_random: tuple[float, ...] = ()
+    gmp_jaccard: bool = False
     summaries: bool = False
 
     def __post_init__(self):
@@ -172,6 +176,19 @@ def gmp_keep(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, tor
         out[name] = chosen[start:start + w.numel()].view_as(w)
         start += w.numel()
     return out
+
+
+def gmp_jaccard(weights: dict[str, torch.Tensor], mask, shed: dict[str, torch.Tensor]) -> float:
+    """Jaccard index between the weights in use (kept by `mask`, not in `shed`) and the same number of the live
+    weights with the largest |w| (GMP's choice now, ties as `gmp_keep`)."""
+    use = {n: mask[n].cpu() & ~shed[n] for n in weights}
+    total = sum(w.numel() for w in weights.values())
+    used = sum(int(u.sum()) for u in use.values())
+    if not used:
+        return 1.0
+    top = gmp_keep({n: w * mask[n].cpu() for n, w in weights.items()}, (total - used) / total)
+    inter = sum(int((use[n] & top[n]).sum()) for n in weights)
+    return inter / (2 * used - inter)
 
 
 def histogram(values: torch.Tensor, kind: str) -> list[int]:
@@ -301,6 +318,8 @@ class Tracker(Callback):
         total = sum(w.numel() for w in weights.values())
         add("global", "effective_sparsity",
             (sum(float((~mask[n].cpu()).sum()) for n in weights) + sum(float(s.sum()) for s in shed.values())) / total)
+        if cfg.gmp_jaccard:
+            add("global", "gmp_jaccard", gmp_jaccard(weights, mask, shed))
         for s in cfg.overlap_sparsities:
             keep0 = self.keep0[s]
             now = gmp_keep({n: w * mask[n].cpu() for n, w in weights.items()}, s)

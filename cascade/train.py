@@ -7,6 +7,7 @@ step, so a run resumed from an epoch checkpoint ends with exactly the metrics of
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 from contextlib import contextmanager
@@ -500,19 +501,49 @@ class PruneSchedule(Callback):
     """Training-loop callback that carries out `pruning.schedule(...)` events: before optimizer step `step` it prunes
     `fraction` more with `criterion` among the current survivors, and installs the new mask (which zeroes the
     pruned weights and their momentum). Used for iterative and gradual pruning; one-shot can prune up front.
+
+    With `shed` (a function of the loop's state that marks the survivors that shed, such as
+    `Tracker.shed_masks`) the schedule is cascade-aware: before each event the survivors that shed become pruned,
+    the smallest first and never beyond `final` sparsity, and the criterion prunes only what the event's cumulative
+    target still lacks. `path` lists every event: (step, pruned weights, of them pruned by the criterion, of them
+    turned from shed weights, MACs the kept weights cost per image).
     """
 
     every_steps = 1
     phase = "prune"
 
-    def __init__(self, criterion: str, events: list[tuple[int, float]], seed: int = 0, **opts):
+    def __init__(self, criterion: str, events: list[tuple[int, float]], seed: int = 0, shed=None,
+                 final: float | None = None, **opts):
         pruning.check_criterion(criterion, opts)
+        if shed is not None and (final is None or not 0 < final < 1):
+            raise ValueError(f"final={final!r} is invalid with shed; allowed: the schedule's target in (0, 1)")
         self.criterion, self.events, self.seed, self.opts = criterion, dict(events), seed, opts
+        self.shed, self.final = shed, final
+        self.targets = dict(zip(self.events, itertools.accumulate(self.events.values())))
+        self.path: list[list[int]] = []
 
     def _maybe_prune(self, state) -> None:
         fraction = self.events.get(state.step)
+        if not fraction:
+            return
+        mask = state.mask if state.mask is not None else pruning.Mask.dense(state.model)
+        before, total = mask.num_total() - mask.num_kept(), mask.num_total()
+        if self.shed is not None:
+            mask = pruning.absorb(state.model, mask, self.shed(state), max(0, round(self.final * total) - before))
+            fraction = max(0.0, self.targets[state.step] - mask.sparsity())
+        turned = mask.num_total() - mask.num_kept() - before
         if fraction:
-            state.set_mask(pruning.prune(state.model, self.criterion, fraction, seed=self.seed + state.step,
-                                         mask=state.mask, **self.opts))
+            mask = pruning.prune(state.model, self.criterion, fraction, seed=self.seed + state.step, mask=mask,
+                                 **self.opts)
+        pruned = mask.num_total() - mask.num_kept()
+        self.path.append([state.step, pruned, pruned - before - turned, turned,
+                          models.count(state.model, mask)["macs_kept"]])
+        state.set_mask(mask)
+
+    def state_dict(self) -> dict:
+        return {"path": self.path}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.path = [list(p) for p in d["path"]]
 
     on_start = on_step = _maybe_prune

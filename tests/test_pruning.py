@@ -438,3 +438,53 @@ def test_smallest_selects_k_lowest_with_ties_to_the_earlier_index():
         expected = torch.zeros(30, dtype=torch.bool)
         expected[torch.sort(s, stable=True).indices[:k]] = True
         assert torch.equal(pruning.smallest(s, k), expected)
+
+
+def test_absorb_prunes_the_smallest_shed_survivors_up_to_the_limit():
+    """tiny(): survivors below 0.01 are -0.004, 0.005, -0.003 (conv) and -0.0005 (linear). With a limit of 2 the two
+    smallest go (-0.0005, then -0.003); pruned weights are never counted; a limit above 4 takes all four."""
+    from test_shedding import tiny
+
+    net, mask = tiny()
+    shed = {n: w.detach().abs() < 0.01 for n, w in net.named_parameters() if n in mask}
+    two = pruning.absorb(net, mask, shed, 2)
+    assert mask.num_kept() - two.num_kept() == 2
+    assert not two["4.weight"][0, 1] and not two["0.weight"].flatten()[5] and two["0.weight"].flatten()[1]
+    assert mask.num_kept() - pruning.absorb(net, mask, shed, 10).num_kept() == 4
+    assert pruning.absorb(net, mask, shed, 0) == mask
+    with pytest.raises(ValueError, match=r"limit=-1 is invalid; allowed: an int >= 0"):
+        pruning.absorb(net, mask, shed, -1)
+
+
+def test_cascade_aware_schedule_turns_shed_weights_into_pruned_ones_and_never_grows_the_mask():
+    """A quarter of the weights is zeroed before training at a negligible LR, so they stay "shed" (|w| < 1e-3,
+    with the few init weights that small). The gradual schedule to 0.5 has its first event at a level below that
+    share: the cascade-aware schedule turns all of them into pruned ones there and prunes nothing by the criterion until the cubic level passes
+    0.25; it ends on exactly round(0.5 N) pruned weights, and its masks only shrink."""
+    from cascade import data, train
+
+    tr, _ = data.load("synthetic", train_size=512)
+    torch.manual_seed(0)
+    net = models.build("resnet8", in_channels=1, num_classes=4, width=4)
+    dense = pruning.Mask.dense(net)
+    n, zeroed = dense.num_total(), 0
+    with torch.no_grad():
+        for name in dense:
+            w = net.get_parameter(name).view(-1)
+            w[: w.numel() // 4] = 0.0
+            zeroed += w.numel() // 4
+    small = sum(int((net.get_parameter(k).abs() < 1e-3).sum()) for k in dense)  # the zeroed and a few of the init
+    steps = 2 * (512 // 64)
+    events = pruning.schedule("gradual", steps, 0.5, t1=steps - 2, every=2, num_weights=n)
+    assert zeroed <= small < zeroed * 1.05 and events[0][1] < small / n < 0.5
+    shed = lambda state: {k: state.model.get_parameter(k).detach().abs().cpu() < 1e-3 for k in dense}  # noqa: E731
+    sched = train.PruneSchedule("gmp", events, shed=shed, final=0.5)
+    state = train.train(net, tr, train.TrainConfig(epochs=2, batch_size=64, lr=1e-9, weight_decay=0.0),
+                        callbacks=[sched], quiet=True)
+    steps_, pruned, by_criterion, turned, macs = zip(*sched.path)
+    assert turned[0] == small and by_criterion[0] == 0 and sum(turned) == small
+    assert pruned[-1] == round(0.5 * n) == state.mask.num_total() - state.mask.num_kept()
+    assert sum(by_criterion) == round(0.5 * n) - small and list(pruned) == sorted(pruned)
+    assert list(macs) == sorted(macs, reverse=True) and macs[-1] < models.count(net)["macs"]
+    with pytest.raises(ValueError, match=r"final=None is invalid with shed"):
+        train.PruneSchedule("gmp", events, shed=shed)

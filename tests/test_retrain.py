@@ -176,3 +176,31 @@ def test_a_record_names_the_digest_of_the_checkpoint_it_started_from(store):
         f"pretrain/{PRE.key}": {"last.pt": weight_digest(store.checkpoint_dir(PRE) / "last.pt"), "rebuilt": False}}
     assert "started_from" not in store.get(PRE)["meta"]  # a run with no dependencies started from nothing
     assert len(weight_digest(store.checkpoint_dir(run) / "last.pt")) == 16
+
+
+def test_gradual_and_cascade_finetune_runs_follow_the_cubic_and_only_shrink_the_mask(store):
+    """4 epochs of 4 steps (256 images, batch 64), pruning to 0.5 until prune_end 0.5 of the 16 steps (t1 = 8), an
+    event every 2 steps. Cubic levels 0.5 (1 - (1 - t/8)^3) at t = 2, 4, 6, 8: 0.2891, 0.4375 (the midpoint),
+    0.4922, 0.5 (the end); none at t = 0, where the level is 0. The cascade-aware run ends on the same target."""
+    from cascade.shedding import TrackerConfig
+
+    ft = TrainConfig(epochs=4, batch_size=64, lr=0.3, weight_decay=5e-3, seed=3)
+    tracker = TrackerConfig(effective="rms:0.05", per_layer=False)
+    gradual = R.FinetuneRun(PRE, GMP, ft, tracker, schedule="gradual", prune_every=2)
+    cascade = R.FinetuneRun(PRE, GMP, ft, tracker, schedule="cascade", prune_every=2)
+    rec, rec_c = R.ensure_all([gradual, cascade], store)
+    n = pruning.Mask.dense(PRE.network(store)).num_total()
+    path = rec["result"]["prune_path"]
+    assert [p[0] for p in path] == [2, 4, 6, 8]
+    assert [p[1] for p in path] == [round(n * 0.5 * (1 - (1 - t / 8) ** 3)) for t in (2, 4, 6, 8)]
+    assert path[1][1] == round(n * 0.4375) and path[-1][1] == round(n * 0.5) and not any(p[3] for p in path)
+    assert rec["result"]["sparsity"] == pytest.approx(round(n * 0.5) / n)
+    pc = rec_c["result"]["prune_path"]
+    assert [p[1] for p in pc] == sorted(p[1] for p in pc) and pc[-1][1] == round(n * 0.5)
+    assert all(p[1] == p_prev[1] + p[2] + p[3] for p_prev, p in zip([[0, 0]] + pc, pc))
+    with pytest.raises(ValueError, match=r"schedule='linear' is invalid; allowed: one-shot, gradual, cascade"):
+        R.FinetuneRun(PRE, GMP, ft, tracker, schedule="linear")
+    with pytest.raises(ValueError, match=r"effective='tau0' would prune by magnitude"):
+        R.FinetuneRun(PRE, GMP, ft, TrackerConfig(), schedule="cascade")
+    with pytest.raises(ValueError, match=r"needs a pruning criterion"):
+        R.FinetuneRun(PRE, R.PruneConfig("none", 0.5, 3), ft, tracker, schedule="gradual")

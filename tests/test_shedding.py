@@ -266,3 +266,24 @@ def test_a_registered_definition_is_recorded_and_drives_effective(monkeypatch):
     v = values(tracker, 0)
     assert v[("0.weight", "shed_half_max@0.5")] == 4 / 6  # below .25: .004 .02 .005 .003
     assert v[("global", "effective_sparsity")] == (4 + 4 + 3) / 14  # pruned 4, conv 4, linear .0005 .1 .05
+
+
+def test_gmp_jaccard_compares_the_weights_in_use_with_gmps_choice_by_hand():
+    """Layer a: 1.0, 0.9, 0.05, 0.04; layer b: 0.02, 0.019, 0.001, 0.0009 (all kept). Shedding under a per-layer
+    threshold takes 0.05 and 0.04 from a, 0.001 and 0.0009 from b: in use {1.0, 0.9, 0.02, 0.019}. GMP's 4 largest
+    are {1.0, 0.9, 0.05, 0.04}: 2 shared of 6 in the union, J = 1/3. Nothing shed: J = 1."""
+    w = {"a": torch.tensor([1.0, 0.9, 0.05, 0.04]), "b": torch.tensor([0.02, 0.019, 0.001, 0.0009])}
+    mask = {n: torch.ones(4, dtype=torch.bool) for n in w}
+    shed = {"a": torch.tensor([False, False, True, True]), "b": torch.tensor([False, False, True, True])}
+    assert shedding.gmp_jaccard(w, mask, shed) == pytest.approx(1 / 3)
+    assert shedding.gmp_jaccard(w, mask, {n: torch.zeros(4, dtype=torch.bool) for n in w}) == 1.0
+    pruned = {"a": torch.tensor([True, True, False, False]), "b": torch.tensor([True, True, False, False])}
+    none = {n: torch.zeros(4, dtype=torch.bool) for n in w}  # GMP's 4 largest of the live weights are these 4
+    assert shedding.gmp_jaccard(w, pruned, none) == 1.0
+    net, mask = tiny()  # in the tracker: tiny()'s survivors in use under tau0 are GMP's 6 largest, J = 1
+    tracker = Tracker(TrackerConfig(gmp_jaccard=True), mask, TAU0)
+    tracker.on_start(state_for(net, mask))
+    assert values(tracker, 0)[("global", "gmp_jaccard")] == 1.0
+    plain = Tracker(CFG, mask, TAU0)
+    plain.on_start(state_for(net, mask))
+    assert ("global", "gmp_jaccard") not in values(plain, 0)

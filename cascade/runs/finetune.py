@@ -1,4 +1,5 @@
-"""Run kind `finetune`: prune a pre-trained model one-shot, then fine-tune it while the shedding tracker watches."""
+"""Run kind `finetune`: prune a pre-trained model (one-shot or by a schedule), then fine-tune it while the shedding
+tracker watches."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,11 +8,13 @@ from typing import ClassVar
 import torch
 
 from .. import pruning
-from ..shedding import Tracker, TrackerConfig
+from ..shedding import Tracker, TrackerConfig, parse
 from ..store import Store
-from ..train import Checkpoint, Evaluate, TrainConfig, check_eval_every, train
+from ..train import Checkpoint, Evaluate, PruneSchedule, TrainConfig, check_eval_every, train
 from .base import DataConfig, Run, load_network, register, splits, train_images
 from .pretrain import PretrainRun, initial
+
+SCHEDULES = ("one-shot", "gradual", "cascade")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,14 @@ class PruneConfig:
 @register
 @dataclass(frozen=True)
 class FinetuneRun(Run):
-    """Prune a pre-trained model one-shot, then fine-tune it while the shedding tracker watches."""
+    """Prune a pre-trained model, then fine-tune it while the shedding tracker watches.
+
+    `schedule` says when the pruning happens: "one-shot" (all of it before fine-tuning), "gradual" (Zhu & Gupta's
+    cubic schedule from the dense model to `prune.fraction`, an event every `prune_every` steps, one epoch's by
+    default, until `prune_end` of the fine-tuning's steps) or "cascade" (the same events, cascade-aware: before each,
+    the survivors that shed under the tracker's `effective` definition become pruned, and the criterion prunes only
+    what the event's target still lacks; `train.PruneSchedule`).
+    """
 
     kind: ClassVar[str] = "finetune"
     version: ClassVar[int] = 1
@@ -58,6 +68,9 @@ class FinetuneRun(Run):
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     recompute_bn: bool = False  # BatchNorm statistics recomputed on the training data before every evaluation
     eval_every: int = 1  # test evaluations every k epochs and at the last (`Evaluate`)
+    schedule: str = "one-shot"
+    prune_end: float = 0.5
+    prune_every: int = 0
     schema: ClassVar[dict[str, type]] = {"tau0": float, "sparsity": float, "history": list, "final.test_acc": float,
                                          "tracker": list}
 
@@ -67,6 +80,17 @@ class FinetuneRun(Run):
             raise ValueError(f"batch_size={self.finetune.batch_size} exceeds the training set (train_size={size}); "
                              "allowed: <= it")
         check_eval_every(self.eval_every)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is invalid; allowed: {', '.join(SCHEDULES)}")
+        if not 0 < self.prune_end < 1 or not isinstance(self.prune_every, int) or self.prune_every < 0:
+            raise ValueError(f"prune_end={self.prune_end!r}, prune_every={self.prune_every!r} are invalid; allowed: "
+                             "prune_end in (0, 1), prune_every an int >= 0 (0: one epoch)")
+        if self.schedule != "one-shot" and self.prune.criterion == "none":
+            raise ValueError(f"schedule={self.schedule!r} needs a pruning criterion; allowed with criterion 'none': "
+                             "one-shot")
+        if self.schedule == "cascade" and parse(self.tracker.effective)[0] in ("tau0", "gmp"):
+            raise ValueError(f"schedule='cascade' with effective={self.tracker.effective!r} would prune by magnitude, "
+                             "not by shedding; allowed: a scale-aware definition such as 'rms:0.05' or 'abs:0.001'")
 
     def deps(self) -> tuple[Run, ...]:
         return (self.pretrain,)
@@ -78,16 +102,26 @@ class FinetuneRun(Run):
         tau0 = pruning.gmp_threshold(net, None, p.fraction)
         dense = pruning.Mask.dense(net)
         reference = {n: w.detach().float().cpu().clone() for n, w in net.named_parameters() if n in dense}
-        mask = None if p.criterion == "none" else p.apply(net)
+        mask = None if p.criterion == "none" or self.schedule != "one-shot" else p.apply(net)
         bn_from = train_set if self.recompute_bn else None
         tracker = Tracker(self.tracker, mask if mask is not None else dense, tau0, test_set=test_set,
                           reference=reference, seed=p.seed, bn_from=bn_from)
+        callbacks = [Evaluate(test_set, self.eval_every, bn_from=bn_from), tracker,
+                     Checkpoint(store.checkpoint_dir(self))]
+        if self.schedule != "one-shot":
+            steps = self.finetune.epochs * (len(train_set) // self.finetune.batch_size)
+            events = pruning.schedule("gradual", steps, p.fraction, t1=max(1, round(self.prune_end * steps)),
+                                      every=self.prune_every or steps // self.finetune.epochs,
+                                      num_weights=dense.num_total())
+            callbacks.insert(0, PruneSchedule(p.criterion, events, seed=p.seed, final=p.fraction,
+                                              shed=tracker.shed_masks if self.schedule == "cascade" else None))
         state = train(net, train_set, self.finetune, mask=mask, stats=train_set.stats(), quiet=quiet,
-                      callbacks=[Evaluate(test_set, self.eval_every, bn_from=bn_from), tracker, Checkpoint(store.checkpoint_dir(self))],
-                      desc=f"{p.criterion} {p.fraction:g} s{self.finetune.seed}")
-        result = {"tau0": tau0, "sparsity": mask.sparsity() if mask is not None else 0.0,
+                      callbacks=callbacks, desc=f"{p.criterion} {p.fraction:g} s{self.finetune.seed}")
+        result = {"tau0": tau0, "sparsity": state.mask.sparsity() if state.mask is not None else 0.0,
                   "history": state.history, "final": state.history[-1],
                   "tracker": [[*r[:4], float(f"{r[4]:.6g}")] for r in tracker.rows]}
+        if self.schedule != "one-shot":
+            result["prune_path"] = callbacks[0].path
         if self.tracker.summaries:
             result["summaries"] = tracker.summaries
         return result

@@ -148,7 +148,7 @@ def test_plan_covers_the_books_models_or_every_model_and_the_small_widths():
     assert {w for n, w in pairs if n == "resnet20"} == {1, 4, 8, 12, 16}
     assert [w for n, w in pairs if n == "resnet50"] == [None]
     book = doctor.plan()  # by default only what some chapter trains, under any profile
-    assert {n for n, _ in book} == doctor.book_models() >= {"resnet8", "resnet20", "mobilenetv2"}
+    assert {n for n, _ in book} == doctor.book_models() >= {"resnet8", "resnet20", "mobilenet_v3_small"}
     assert set(book) < set(pairs) and "resnet50" not in doctor.book_models()
 
 

@@ -201,7 +201,8 @@ def verdicts(cfg: Config, close: pd.DataFrame, alive: pd.Series) -> list:
             f"{v2.direction[:v2.direction.rindex(', so')]}; but random's own accuracy falls at the shed point "
             f"({own * 100:+.3g} points, 95% CI {lo * 100:+.3g} to {hi * 100:+.3g}): the gap closes because GMP "
             "falls further, so it does not reproduce"))
-    needs = stats.Premise(f"C2 reproduces on {first}", v2.effect, v2.ci95, cfg.delta, v2.word == "reproduces")
+    needs = stats.Premise(f"the gap closed on {first}, where C2's verdict is \"{v2.word}\",", v2.effect, v2.ci95,
+                          cfg.delta, v2.word == "reproduces")
     v3 = stats.verdict(
         "C3", a.closing.tolist(), cfg.delta,
         f"C3 {{word}}: the gap closed at the shed point is {{mean:+.3f}} larger on {first} than on {second} "

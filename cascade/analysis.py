@@ -40,11 +40,12 @@ def last_global(frame: pd.DataFrame) -> pd.DataFrame:
 
 def final_rows(records) -> pd.DataFrame:
     """One row per fine-tuning run: its labels, its last global tracker values and its final test accuracy, and
-    each kept-set measure's first value as `<metric>_start` (a random kept set starts partly below tau)."""
+    each kept-set measure's and `gmp_jaccard`'s first value as `<metric>_start` (a random kept set starts partly
+    below tau)."""
     frame = tracker_frame(records)
     labels = [c for c in frame.columns if c not in TRACKER_COLUMNS]
     out = last_global(frame).pivot_table(index=labels, columns="metric", values="value").reset_index()
-    g = frame[(frame.layer == "global") & frame.metric.str.startswith("kept_shed")]
+    g = frame[(frame.layer == "global") & frame.metric.str.startswith(("kept_shed", "gmp_jaccard"))]
     start = g[g.step == g.groupby("key").step.transform("min")]
     if len(start):
         first = start.pivot_table(index="key", columns="metric", values="value").add_suffix("_start")
@@ -78,12 +79,13 @@ def over_control(rows: pd.DataFrame, columns: list[str], on: list[str]) -> pd.Da
     return out.reset_index(drop=True)
 
 
-KEPT = {"gmp": "kept_shed@{f:g}", "random": "kept_shed_random@{f:g}"}  # the kept-set measure of each criterion
+KEPT = {"gmp": "kept_shed@{f:g}", "random": "kept_shed_random@{f:g}",  # the kept-set measure of each criterion
+        "layerwise": "kept_shed_layerwise@{f:g}"}
 
 
 def decompose(rows: pd.DataFrame, on: list[str]) -> pd.DataFrame:
-    """Per GMP- or random-pruned run (rows from `final_rows` of runs tracked by `backbone.decomposition_tracker`,
-    with `dense_acc`): (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation`, the
+    """Per GMP-, layerwise- or random-pruned run (rows from `final_rows` of runs tracked by
+    `backbone.decomposition_tracker`, with `dense_acc`): (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation`, the
     control's drift K_c(end) - K_c(start), where K is the share of the criterion's kept set below GMP's threshold
     tau(f) (`KEPT`; a GMP set starts with none below it, a random set with some) and the control is the unpruned
     run that matches on `on` and the seed; also excesses of scale-aware measures over the control and `acc_drop`,

@@ -14,8 +14,8 @@ by side (see the book's methods chapter):
 - ``jaccard@s`` / ``retained@s``: overlap between the set GMP would keep at sparsity s now and the
   set it kept (or would have kept) at pruning time;
 - ``gmp_jaccard`` (with ``TrackerConfig.gmp_jaccard``): Jaccard index between the weights still in use (kept and
-  not shed) and the set GMP would keep of the live weights at the same density: how far a criterion's kept set
-  has moved toward GMP's;
+  not shed) and the set GMP keeps of the pruning-time weights at the same density: how far a criterion's kept
+  set, thinned by shedding, has moved toward the set GMP would have chosen;
 - ``effective_sparsity``: pruned plus shed (under ``TrackerConfig.effective``), and at the end
   ``removal_acc``: test accuracy after actually zeroing the shed weights, with no further training.
 
@@ -129,7 +129,8 @@ class TrackerConfig:
     GMP-pruned run that is its survivors' shed share, for the unpruned control it is the same set's drift
     across the threshold with no pruning. `kept_random` records the same for the set that global random pruning at
     f keeps (drawn with the run's pruning seed), against the same threshold: the survivors of a random-pruned run,
-    and the same set in its control. `summaries` keeps per-layer histograms of the survivors' |w| and
+    and the same set in its control; `kept_layerwise` likewise for the set that layer-uniform magnitude pruning
+    at f keeps of the pruning-time weights. `summaries` keeps per-layer histograms of the survivors' |w| and
     |w|/RMS (`SUMMARY_EDGES`) at every record, for back-filling new thresholds."""
 
     abs_thresholds: tuple[float, ...] = (1e-3, 1e-2)
@@ -143,6 +144,7 @@ class TrackerConfig:
     definitions: tuple[str, ...] = ()
     kept_fractions: tuple[float, ...] = ()
     kept_random: tuple[float, ...] = ()
+    kept_layerwise: tuple[float, ...] = ()
     gmp_jaccard: bool = False
     summaries: bool = False
 
@@ -150,7 +152,7 @@ class TrackerConfig:
         for spec in (self.effective, *self.definitions):
             parse(spec)
         for name, values in (("overlap_sparsities", self.overlap_sparsities), ("kept_fractions", self.kept_fractions),
-                             ("kept_random", self.kept_random)):
+                             ("kept_random", self.kept_random), ("kept_layerwise", self.kept_layerwise)):
             if not all(0 < s < 1 for s in values):
                 raise ValueError(f"{name}={values!r} is invalid; allowed: values in (0, 1)")
 
@@ -178,16 +180,17 @@ def gmp_keep(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, tor
     return out
 
 
-def gmp_jaccard(weights: dict[str, torch.Tensor], mask, shed: dict[str, torch.Tensor]) -> float:
-    """Jaccard index between the weights in use (kept by `mask`, not in `shed`) and the same number of the live
-    weights with the largest |w| (GMP's choice now, ties as `gmp_keep`)."""
-    use = {n: mask[n].cpu() & ~shed[n] for n in weights}
-    total = sum(w.numel() for w in weights.values())
+def gmp_jaccard(reference: dict[str, torch.Tensor], mask, shed: dict[str, torch.Tensor]) -> float:
+    """Jaccard index between the weights in use (kept by `mask`, not in `shed`) and the same number of weights
+    with the largest |w| in `reference`, the pruning-time weights (GMP's choice at that density, ties as
+    `gmp_keep`). Pruned weights are 0 now, so GMP's choice among the current weights would be the kept set itself."""
+    use = {n: mask[n].cpu() & ~shed[n] for n in reference}
+    total = sum(w.numel() for w in reference.values())
     used = sum(int(u.sum()) for u in use.values())
     if not used:
         return 1.0
-    top = gmp_keep({n: w * mask[n].cpu() for n, w in weights.items()}, (total - used) / total)
-    inter = sum(int((use[n] & top[n]).sum()) for n in weights)
+    top = gmp_keep(reference, (total - used) / total)
+    inter = sum(int((use[n] & top[n]).sum()) for n in reference)
     return inter / (2 * used - inter)
 
 
@@ -251,6 +254,9 @@ class Tracker(Callback):
         for f in self.cfg.kept_random:  # random's draw does not depend on the weights, only on the shapes and seed
             keep = pruning.prune(state.model, "random", f, seed=self.seed)
             self.kept[f"kept_shed_random@{f:g}"] = (f, {n: keep[n].cpu() for n in self.mask0})
+        for f in self.cfg.kept_layerwise:  # per layer, as `pruning`'s layerwise criterion chooses
+            self.kept[f"kept_shed_layerwise@{f:g}"] = (f, {n: gmp_keep({n: w}, f)[n]
+                                                           for n, w in self.reference.items()})
         self.record(state)
 
     def on_step(self, state: State) -> None:
@@ -319,7 +325,7 @@ class Tracker(Callback):
         add("global", "effective_sparsity",
             (sum(float((~mask[n].cpu()).sum()) for n in weights) + sum(float(s.sum()) for s in shed.values())) / total)
         if cfg.gmp_jaccard:
-            add("global", "gmp_jaccard", gmp_jaccard(weights, mask, shed))
+            add("global", "gmp_jaccard", gmp_jaccard(self.reference, mask, shed))
         for s in cfg.overlap_sparsities:
             keep0 = self.keep0[s]
             now = gmp_keep({n: w * mask[n].cpu() for n, w in weights.items()}, s)

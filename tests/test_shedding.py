@@ -269,17 +269,18 @@ def test_a_registered_definition_is_recorded_and_drives_effective(monkeypatch):
 
 
 def test_gmp_jaccard_compares_the_weights_in_use_with_gmps_choice_by_hand():
-    """Layer a: 1.0, 0.9, 0.05, 0.04; layer b: 0.02, 0.019, 0.001, 0.0009 (all kept). Shedding under a per-layer
-    threshold takes 0.05 and 0.04 from a, 0.001 and 0.0009 from b: in use {1.0, 0.9, 0.02, 0.019}. GMP's 4 largest
-    are {1.0, 0.9, 0.05, 0.04}: 2 shared of 6 in the union, J = 1/3. Nothing shed: J = 1."""
+    """Layer a: 1.0, 0.9, 0.05, 0.04; layer b: 0.02, 0.019, 0.001, 0.0009 (the pruning-time weights, all kept).
+    Shedding under a per-layer threshold takes 0.05 and 0.04 from a, 0.001 and 0.0009 from b: in use {1.0, 0.9,
+    0.02, 0.019}. GMP's 4 largest are {1.0, 0.9, 0.05, 0.04}: 2 shared of 6 in the union, J = 1/3. Nothing shed:
+    J = 1. A layer-uniform mask that keeps the same 4 with nothing shed: J = 1/3 too, against the dense weights."""
     w = {"a": torch.tensor([1.0, 0.9, 0.05, 0.04]), "b": torch.tensor([0.02, 0.019, 0.001, 0.0009])}
     mask = {n: torch.ones(4, dtype=torch.bool) for n in w}
     shed = {"a": torch.tensor([False, False, True, True]), "b": torch.tensor([False, False, True, True])}
     assert shedding.gmp_jaccard(w, mask, shed) == pytest.approx(1 / 3)
     assert shedding.gmp_jaccard(w, mask, {n: torch.zeros(4, dtype=torch.bool) for n in w}) == 1.0
     pruned = {"a": torch.tensor([True, True, False, False]), "b": torch.tensor([True, True, False, False])}
-    none = {n: torch.zeros(4, dtype=torch.bool) for n in w}  # GMP's 4 largest of the live weights are these 4
-    assert shedding.gmp_jaccard(w, pruned, none) == 1.0
+    none = {n: torch.zeros(4, dtype=torch.bool) for n in w}
+    assert shedding.gmp_jaccard(w, pruned, none) == pytest.approx(1 / 3)
     net, mask = tiny()  # in the tracker: tiny()'s survivors in use under tau0 are GMP's 6 largest, J = 1
     tracker = Tracker(TrackerConfig(gmp_jaccard=True), mask, TAU0)
     tracker.on_start(state_for(net, mask))
@@ -287,3 +288,30 @@ def test_gmp_jaccard_compares_the_weights_in_use_with_gmps_choice_by_hand():
     plain = Tracker(CFG, mask, TAU0)
     plain.on_start(state_for(net, mask))
     assert ("global", "gmp_jaccard") not in values(plain, 0)
+
+
+def test_kept_layerwise_and_gmp_jaccard_follow_the_layer_uniform_set_by_hand():
+    """Conv |w| 1.0 .9 .8 .7 .6 .5 .4 .3, linear .06 .05 .04 .03 .02 .01. Layer-uniform magnitude at 1/2 keeps
+    1.0-.7 of the conv and .06-.04 of the linear; GMP at 1/2 keeps the conv's 7 largest, so its threshold is .3 and
+    the layerwise set has 3 of 7 below it. In a layerwise-pruned run nothing sheds under tau0 = .001: in use are those
+    7, against GMP's 7 (the conv's), 4 shared of 10 in the union, J = 2/5."""
+    net, _ = tiny()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.linspace(1.0, 0.3, 8).view(2, 1, 2, 2))
+        net[4].weight.copy_(torch.tensor([0.06, 0.05, 0.04, 0.03, 0.02, 0.01]).view(3, 2))
+    dense = pruning.Mask.dense(net)
+    weights = {n: p.detach().clone() for n, p in net.named_parameters() if n in dense}
+    cfg = TrackerConfig(kept_layerwise=(0.5,), gmp_jaccard=True, overlap_sparsities=())
+    control = Tracker(cfg, dense, 0.001)
+    control.on_start(state_for(net, None))
+    assert values(control, 0)[("global", "kept_shed_layerwise@0.5")] == pytest.approx(3 / 7)
+    keep = pruning.prune(net, "layerwise", 0.5)
+    assert sum(int(k.sum()) for k in keep.values()) == 7
+    keep.apply(net)
+    run = Tracker(cfg, keep, 0.001, reference=weights)
+    run.on_start(state_for(net, keep))
+    v = values(run, 0)
+    assert v[("global", "kept_shed_layerwise@0.5")] == pytest.approx(3 / 7)
+    assert v[("global", "gmp_jaccard")] == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match=r"kept_layerwise=\(1\.5,\) is invalid"):
+        TrackerConfig(kept_layerwise=(1.5,))

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from .. import pruning
+from .. import models, pruning
 from ..shedding import Tracker, TrackerConfig, parse
 from ..store import Store
 from ..train import Checkpoint, Evaluate, PruneSchedule, TrainConfig, check_eval_every, train
@@ -117,7 +117,9 @@ class FinetuneRun(Run):
                                               shed=tracker.shed_masks if self.schedule == "cascade" else None))
         state = train(net, train_set, self.finetune, mask=mask, stats=train_set.stats(), quiet=quiet,
                       callbacks=callbacks, desc=f"{p.criterion} {p.fraction:g} s{self.finetune.seed}")
+        macs = models.count(net, state.mask)
         result = {"tau0": tau0, "sparsity": state.mask.sparsity() if state.mask is not None else 0.0,
+                  "macs": macs["macs"], "macs_kept": macs["macs_kept"],  # per image, of the final mask (`count`)
                   "history": state.history, "final": state.history[-1],
                   "tracker": [[*r[:4], float(f"{r[4]:.6g}")] for r in tracker.rows]}
         if self.schedule != "one-shot":

@@ -1,4 +1,4 @@
-"""Analysis of the conditions (02) and architectures (03) experiments on small hand-made records."""
+"""Analysis of the conditions (02), architectures (03) and magnitude (05) experiments on small hand-made records."""
 import math
 
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 
 from cascade import analysis, stats
 from cascade import runs as R
-from cascade.chapters import architectures, conditions
+from cascade.chapters import architectures, conditions, magnitude
 from cascade.experiments import REGISTRY
 
 
@@ -387,3 +387,69 @@ def test_finetune_eval_every_is_checked_before_compute():
     assert run.kind == "finetune" and run.eval_every == 2 and run.recompute_bn
     with pytest.raises(ValueError, match=r"eval_every=0 is invalid; allowed: an int >= 1"):
         R.FinetuneRun(run.pretrain, run.prune, run.finetune, run.tracker, eval_every=0)
+
+
+def test_magnitude_training_macs_by_hand():
+    """312 steps of batch 128. One-shot: 1,000 kept MACs throughout, 3 x 128 x 312 x 1,000. Scheduled: dense
+    (4,000) until step 39, then 3,000 until 78, then 1,000: 3 x 128 x (39 x 4,000 + 39 x 3,000 + 234 x 1,000)."""
+    one = {"result": {"macs": 4000, "macs_kept": 1000}}
+    assert magnitude.training_macs(one, 312, 128) == 3 * 128 * 312 * 1000
+    path = [[39, 50, 50, 0, 3000], [78, 80, 20, 10, 1000]]
+    sched = {"result": {"macs": 4000, "macs_kept": 1000, "prune_path": path}}
+    assert magnitude.training_macs(sched, 312, 128) == 3 * 128 * (39 * 4000 + 39 * 3000 + 234 * 1000)
+
+
+@pytest.mark.parametrize("acc, ratio, word", [
+    ((0.02, 0.04), (0.98, 1.02), "reproduces"),  # better at equal compute
+    ((-0.005, 0.01), (0.8, 0.9), "reproduces"),  # as good at clearly less compute
+    ((0.02, 0.04), (1.06, 1.1), "inconclusive"),  # better, but at more compute
+    ((-0.03, -0.02), (0.5, 0.6), "does not reproduce"),  # worse by more than delta, whatever the compute
+    ((-0.005, 0.005), (0.99, 1.0), "does not reproduce"),  # not better, and no compute saved
+    ((-0.005, 0.02), (0.99, 1.0), "inconclusive"),  # may be better
+    ((-0.02, 0.005), (0.8, 0.9), "inconclusive"),  # less compute, but may be worse by more than delta
+])
+def test_magnitude_c5_rule(acc, ratio, word):
+    cfg = REGISTRY["magnitude"].make_config("paper")  # delta 0.01, margin 0.05
+    assert magnitude.c5_word(cfg, acc, ratio) == word
+
+
+def test_magnitude_c4_premise_and_verdict_by_hand():
+    """Random sheds (E 0.3, 0.32, 0.34 at the shed point: CI above 0.1), layerwise does not (E 0.0): the effect is
+    random's closing only, (0.05, 0.06, 0.07) per seed; its own change is positive, so C4 reproduces. With no cell
+    shedding, C4 is not testable, and the effect averages both criteria."""
+    cfg = REGISTRY["magnitude"].make_config("paper")
+    cell = pd.DataFrame([dict(criterion=c, fraction=0.8, seed=s, e_shed=e, closing=close, own_change=0.01,
+                              gap_cold=0.1, gap_shed=0.1 - close, gmp_change=0.0)
+                         for c, es, closes in (("layerwise", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+                                               ("random", (0.3, 0.32, 0.34), (0.05, 0.06, 0.07)))
+                         for s, e, close in zip(range(3), es, closes)])
+    pairs = pd.DataFrame({"lr_schedule": ["cosine"] * 3, "seed": range(3), "accuracy": [0.0, 0.001, -0.001],
+                          "compute": [1.0, 1.0, 1.0]})
+    alive = pd.Series({"shed": True, "cold": True})
+    prem = magnitude.premise_cells(cfg, cell)
+    assert prem.sheds.tolist() == [False, True]
+    c4, c5 = magnitude.verdicts(cfg, cell, prem, alive, pairs)
+    assert c4.word == "reproduces" and c4.values == pytest.approx((0.05, 0.06, 0.07)) and c4.premise.present
+    assert c5.word == "does not reproduce" and "compute ratio of 1.000" in c5.direction
+    c4, _ = magnitude.verdicts(cfg, cell, prem, pd.Series({"shed": False, "cold": True}), pairs)
+    assert c4.word == "not testable" and "does not survive" in c4.premise.statistic
+    flat = cell.assign(e_shed=0.0)
+    c4, _ = magnitude.verdicts(cfg, flat, magnitude.premise_cells(cfg, flat), alive, pairs)
+    assert c4.word == "not testable" and c4.values == pytest.approx((0.025, 0.03, 0.035))
+    falls = cell.assign(own_change=-0.02)
+    c4, _ = magnitude.verdicts(cfg, falls, prem, alive, pairs)
+    assert c4.word == "does not reproduce" and "GMP falls further" in c4.direction
+
+
+def test_magnitude_config_rejects_bad_values():
+    cfg = REGISTRY["magnitude"].make_config("paper")
+    assert [cfg.condition(*p) for p in cfg.points().values()] == ["shed", "cold", "constant"]
+    assert cfg.tracker().kept_layerwise == cfg.tracker().kept_random == cfg.fractions and cfg.tracker().gmp_jaccard
+    with pytest.raises(ValueError, match=r"criteria=\('random', 'gmp'\) is invalid"):
+        REGISTRY["magnitude"].make_config("paper", criteria=("random", "gmp"))
+    with pytest.raises(ValueError, match="target=0.5 is invalid"):
+        REGISTRY["magnitude"].make_config("paper", target=0.5)
+    with pytest.raises(ValueError, match="allowed: three different points"):
+        REGISTRY["magnitude"].make_config("paper", constant_point="0.1/0.0005/cosine")
+    with pytest.raises(ValueError, match="compute_margin=0"):
+        REGISTRY["magnitude"].make_config("paper", compute_margin=0)

@@ -85,8 +85,8 @@ KEPT = {"gmp": "kept_shed@{f:g}", "random": "kept_shed_random@{f:g}",  # the kep
 
 def decompose(rows: pd.DataFrame, on: list[str]) -> pd.DataFrame:
     """Per GMP-, layerwise- or random-pruned run (rows from `final_rows` of runs tracked by
-    `backbone.decomposition_tracker`, with `dense_acc`): (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b) `temperature` D_c - f, (c) `relaxation`, the
-    control's drift K_c(end) - K_c(start), where K is the share of the criterion's kept set below GMP's threshold
+    `backbone.decomposition_tracker`, with `dense_acc`): (a) `cascade` E = (1 - f)(K_p - K_c) / f, (b)
+    `temperature` D_c - f, (c) `relaxation`, the control's drift K_c(end) - K_c(start), where K is the share of the criterion's kept set below GMP's threshold
     tau(f) (`KEPT`; a GMP set starts with none below it, a random set with some) and the control is the unpruned
     run that matches on `on` and the seed; also excesses of scale-aware measures over the control and `acc_drop`,
     the dense accuracy minus the accuracy after removing the shed weights."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -66,6 +67,11 @@ class Premise:
         present = not math.isnan(lo) and (lo > threshold if above else hi < threshold)
         return cls(statistic, _r(m), (_r(lo), _r(hi)), threshold, present)
 
+    def surviving(self, survived: bool) -> Premise:
+        """This premise, absent too where the condition does not survive (its accuracy is lost)."""
+        return dataclasses.replace(self, present=self.present and survived, statistic=self.statistic + (
+            "" if survived else ", where accuracy does not survive"))
+
     def as_dict(self) -> dict:
         return {"statistic": self.statistic, "effect": self.effect, "ci95": list(self.ci95),
                 "threshold": self.threshold, "present": self.present}
@@ -120,6 +126,23 @@ def seeds_for(sd: float, delta: float, at_least: int = 3, at_most: int = 100) ->
     return next((n for n in range(max(at_least, 2), at_most + 1) if half_width(sd, n) <= delta), at_most)
 
 
+SPOKEN = {"reproduces": "holds", "does not reproduce": "does not hold", "inconclusive": "is inconclusive",
+          "not testable": "is not testable"}  # a verdict's word as a summary's verb
+
+
+def unless_own_falls(v: Verdict, changes, who: str) -> Verdict:
+    """`v` turned into "does not reproduce" when it reproduces on a gap that closes because the reference fell:
+    the 95% CI of `changes` (the lagging arm's own accuracy change, per replicate) lies below 0."""
+    own, lo, hi = mean_ci(list(changes))
+    if v.word != "reproduces" or not hi < 0:
+        return v
+    return dataclasses.replace(
+        v, word="does not reproduce", summary=v.summary.replace(SPOKEN["reproduces"], SPOKEN["does not reproduce"], 1),
+        direction=(f"{v.direction[:v.direction.rindex(', so')]}; but {who} own accuracy falls at the shed point "
+                   f"({own * 100:+.3g} points, 95% CI {lo * 100:+.3g} to {hi * 100:+.3g}): the gap closes because "
+                   "GMP falls further, so it does not reproduce"))
+
+
 def verdict(claim: str, values, delta: float, summary: str, above: bool = True, condition: str = "",
             premise: Premise | None = None, planned_sd: float | None = None, units: str = "",
             replicate: str = "seeds", against=None) -> Verdict:
@@ -160,8 +183,7 @@ def verdict(claim: str, values, delta: float, summary: str, above: bool = True, 
     rule = (f"reproduces when the 95% CI lies {'above' if above else 'below'} δ = {delta:g}, does not when it lies "
             f"{'below' if above else 'above'}; inconclusive when it straddles δ"
             + ("; not testable when the premise is absent" if premise is not None else ""))
-    spoken = {"reproduces": "holds", "does not reproduce": "does not hold", "inconclusive": "is inconclusive",
-              "not testable": "is not testable"}[word]
+    spoken = SPOKEN[word]
     return Verdict(claim, word, delta, above, rule, values, _r(m), (_r(lo), _r(hi)), _r(hw), condition,
                    summary.format(mean=m, lo=lo, hi=hi, n=n, word=spoken),
                    direction(values, m, lo, hi, delta, above, word, premise, units, replicate), premise)

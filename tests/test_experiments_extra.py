@@ -6,7 +6,7 @@ import pytest
 
 from cascade import analysis, stats
 from cascade import runs as R
-from cascade.chapters import architectures, conditions, magnitude
+from cascade.chapters import architectures, backbone, conditions, magnitude
 from cascade.experiments import REGISTRY
 
 
@@ -115,7 +115,7 @@ def test_architectures_survival_and_verdicts_by_hand():
     ctrl = pd.DataFrame({"model": ["resnet8"] * 4, "condition": ["shed", "shed", "cold", "cold"], "seed": [0, 1] * 2,
                          "removal_acc": [0.88, 0.88, 0.86, 0.85], "start_acc": [0.89, 0.90, 0.89, 0.90],
                          "dense_acc": 0.9, "effective_sparsity": 0.0}).set_index(["model", "condition", "seed"])
-    alive = architectures.survives(cfg, ctrl)  # shed: 0.895 - 0.88 = 0.015 survives; cold: 0.04 does not
+    alive = backbone.survives(ctrl, ["model", "condition"], cfg.survival)  # shed: 0.895 - 0.88 = 0.015; cold: 0.04
     assert alive.to_dict() == {("resnet8", "cold"): False, ("resnet8", "shed"): True}
     close = pd.DataFrame({"model": ["resnet8"] * 3 + ["mobilenet_v3_small"] * 3, "seed": [0, 1, 2] * 2,
                           "closing": [0.05, 0.06, 0.07, 0.0, 0.01, 0.02], "random_change": [0.02, 0.03, 0.04, 0, 0, 0],
@@ -130,6 +130,7 @@ def test_architectures_survival_and_verdicts_by_hand():
     # random itself falls by 0.02-0.04 at the shed point: the gap closes because GMP falls further
     c2, c3 = architectures.verdicts(cfg, close.assign(random_change=[-0.02, -0.03, -0.04, 0, 0, 0]), alive)
     assert c2.word == "does not reproduce" and "GMP falls further" in c2.direction
+    assert c2.summary.startswith("C2 does not hold on resnet8")
     assert c3.word == "not testable" and not c3.premise.present
     weak = close.assign(e_random_shed=[0.0, 0.01, 0.02, 0, 0, 0])
     assert [v.word for v in architectures.verdicts(cfg, weak, alive)] == ["not testable"] * 2
@@ -392,11 +393,12 @@ def test_finetune_eval_every_is_checked_before_compute():
 def test_magnitude_training_macs_by_hand():
     """312 steps of batch 128. One-shot: 1,000 kept MACs throughout, 3 x 128 x 312 x 1,000. Scheduled: dense
     (4,000) until step 39, then 3,000 until 78, then 1,000: 3 x 128 x (39 x 4,000 + 39 x 3,000 + 234 x 1,000)."""
-    one = {"result": {"macs": 4000, "macs_kept": 1000}}
-    assert magnitude.training_macs(one, 312, 128) == 3 * 128 * 312 * 1000
+    tracker = [[0, 0, "global", "pruned", 0.0], [4, 312, "global", "pruned", 0.8]]  # its last record: step 312
+    one = {"result": {"macs": 4000, "macs_kept": 1000, "tracker": tracker}}
+    assert magnitude.training_macs(one, 128) == 3 * 128 * 312 * 1000
     path = [[39, 50, 50, 0, 3000], [78, 80, 20, 10, 1000]]
-    sched = {"result": {"macs": 4000, "macs_kept": 1000, "prune_path": path}}
-    assert magnitude.training_macs(sched, 312, 128) == 3 * 128 * (39 * 4000 + 39 * 3000 + 234 * 1000)
+    sched = {"result": {"macs": 4000, "macs_kept": 1000, "prune_path": path, "tracker": tracker}}
+    assert magnitude.training_macs(sched, 128) == 3 * 128 * (39 * 4000 + 39 * 3000 + 234 * 1000)
 
 
 @pytest.mark.parametrize("acc, ratio, word", [
@@ -439,6 +441,7 @@ def test_magnitude_c4_premise_and_verdict_by_hand():
     falls = cell.assign(own_change=-0.02)
     c4, _ = magnitude.verdicts(cfg, falls, prem, alive, pairs)
     assert c4.word == "does not reproduce" and "GMP falls further" in c4.direction
+    assert c4.summary.startswith("C4 does not hold")
 
 
 def test_magnitude_config_rejects_bad_values():
@@ -453,3 +456,7 @@ def test_magnitude_config_rejects_bad_values():
         REGISTRY["magnitude"].make_config("paper", constant_point="0.1/0.0005/cosine")
     with pytest.raises(ValueError, match="compute_margin=0"):
         REGISTRY["magnitude"].make_config("paper", compute_margin=0)
+    with pytest.raises(ValueError, match=r"criteria=\('gmp', 'random', 'random'\) is invalid.*each once"):
+        REGISTRY["magnitude"].make_config("paper", criteria=("gmp", "random", "random"))
+    with pytest.raises(ValueError, match=r"point 0.3/0.005/cosine is invalid; allowed: shed 0.1/0.005/cosine"):
+        cfg.condition(0.3, 0.005, "cosine")

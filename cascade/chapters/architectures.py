@@ -83,7 +83,7 @@ class Config(SmallResNet):
         return dict(zip(CONDITIONS, map(backbone.parse_point, (self.shed_point, self.cold_point))))
 
     def condition(self, lr: float, wd: float, schedule: str) -> str:
-        return next(c for c, p in self.points().items() if p == (lr, wd, schedule))
+        return backbone.condition_of(self.points(), lr, wd, schedule)
 
     def tracker(self) -> TrackerConfig:
         """Chapter 02's decomposition measures, for GMP's and random's kept sets at each fraction."""
@@ -107,12 +107,9 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
 
 # ------------------------------------------------------------------------------------------------ analysis
 def rows(cfg: Config, records) -> pd.DataFrame:
-    """One row per fine-tuning run: labels, `condition`, final global measures, the dense model's accuracy, and
-    `start_acc`, the test accuracy before fine-tuning (right after pruning, BatchNorm recomputed)."""
-    r = analysis.with_dense_acc(analysis.final_rows(records), records)
-    start = {rec["key"]: rec["result"]["history"][0].get("test_acc") for run, rec in records if run.kind == "finetune"}
-    return r.assign(condition=[cfg.condition(*p) for p in r[["lr", "weight_decay", "schedule"]].itertuples(
-        index=False, name=None)], start_acc=r.key.map(start))
+    """One row per fine-tuning run (`backbone.finetune_rows`): labels, `condition`, final global measures, the dense
+    model's accuracy and `start_acc` (right after pruning, BatchNorm recomputed)."""
+    return backbone.finetune_rows(cfg.points(), records)
 
 
 def controls(r: pd.DataFrame) -> pd.DataFrame:
@@ -121,13 +118,6 @@ def controls(r: pd.DataFrame) -> pd.DataFrame:
     its dense model's recorded accuracy."""
     c = r[r.criterion == "none"].set_index(["model", "condition", "seed"])
     return c[["removal_acc", "start_acc", "effective_sparsity", "dense_acc"]].sort_index()
-
-
-def survives(cfg: Config, ctrl: pd.DataFrame) -> pd.Series:
-    """Per architecture and condition: whether the control's removal accuracy is within `survival` of its accuracy
-    before fine-tuning, both with BatchNorm recomputed (means over seeds)."""
-    g = ctrl.groupby(level=["model", "condition"])
-    return (g.start_acc.mean() - g.removal_acc.mean()) <= cfg.survival
 
 
 def per_seed(dec: pd.DataFrame) -> pd.DataFrame:
@@ -184,9 +174,7 @@ def verdicts(cfg: Config, close: pd.DataFrame, alive: pd.Series) -> list:
     b = close[close.model == second].sort_values("seed")
     found = stats.Premise.of(f"random's cascade E at the shed point on {first}", a.e_random_shed.tolist(),
                              cfg.delta_e)
-    survived = bool(alive.get((first, "shed"), False))
-    premise = dataclasses.replace(found, present=found.present and survived,
-                                  statistic=found.statistic + ("" if survived else ", where accuracy does not survive"))
+    premise = found.surviving(bool(alive.get((first, "shed"), False)))
     e = math.nan if found.effect is None else found.effect
     where = f"{first} w{width}, {cfg.shed_point} against {cfg.cold_point}, {cfg.finetune_epochs} epochs"
     v2 = stats.verdict(
@@ -195,12 +183,7 @@ def verdicts(cfg: Config, close: pd.DataFrame, alive: pd.Series) -> list:
         f"to GMP, relative to the cold point (95% CI {{lo:.3f}} to {{hi:.3f}}, n={{n}} seeds; δ = {cfg.delta:g}); "
         f"random's cascade E there is {e:+.3f} (premise threshold {cfg.delta_e:g}).",
         condition=where, premise=premise, planned_sd=cfg.planned_sd, units="points")
-    own, lo, hi = stats.mean_ci(a.random_change.tolist())
-    if v2.word == "reproduces" and hi < 0:  # the gap closed because GMP fell further than random
-        v2 = dataclasses.replace(v2, word="does not reproduce", direction=(
-            f"{v2.direction[:v2.direction.rindex(', so')]}; but random's own accuracy falls at the shed point "
-            f"({own * 100:+.3g} points, 95% CI {lo * 100:+.3g} to {hi * 100:+.3g}): the gap closes because GMP "
-            "falls further, so it does not reproduce"))
+    v2 = stats.unless_own_falls(v2, a.random_change, "random's")
     needs = stats.Premise(f"the gap closed on {first}, where C2's verdict is \"{v2.word}\",", v2.effect, v2.ci95,
                           cfg.delta, v2.word == "reproduces")
     v3 = stats.verdict(
@@ -215,10 +198,9 @@ def verdicts(cfg: Config, close: pd.DataFrame, alive: pd.Series) -> list:
 
 def analyze(cfg: Config, records) -> tuple[dict, list]:
     r = rows(cfg, records)
-    dec = analysis.decompose(r, POINT).assign(condition=lambda d: [
-        cfg.condition(*p) for p in d[["lr", "weight_decay", "schedule"]].itertuples(index=False, name=None)])
+    dec = analysis.decompose(r, POINT)
     ctrl = controls(r)
-    alive = survives(cfg, ctrl)
+    alive = backbone.survives(ctrl, ["model", "condition"], cfg.survival)
     seeds = per_seed(dec)
     close = closing(seeds)
     (first, _), (second, _) = cfg.archs()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import models, train
+import pandas as pd
+
+from .. import analysis, models, train
 from .. import runs as R
 from ..shedding import TrackerConfig
 from ..train import TrainConfig
@@ -26,6 +28,32 @@ def parse_point(text: str) -> tuple[float, float, str]:
     if schedule not in train.LR_SCHEDULES:
         raise ValueError(f"point {text!r} is invalid; allowed schedules: {', '.join(train.LR_SCHEDULES)}")
     return lr, wd, schedule
+
+
+def condition_of(points: dict[str, tuple[float, float, str]], lr: float, wd: float, schedule: str) -> str:
+    """The name of the fine-tuning point (lr, wd, schedule) among a chapter's `points`."""
+    for name, point in points.items():
+        if point == (lr, wd, schedule):
+            return name
+    raise ValueError(f"point {lr:g}/{wd:g}/{schedule} is invalid; allowed: "
+                     + ", ".join(f"{n} {p[0]:g}/{p[1]:g}/{p[2]}" for n, p in points.items()))
+
+
+def finetune_rows(points: dict[str, tuple[float, float, str]], records) -> pd.DataFrame:
+    """One row per fine-tuning run (`analysis.final_rows` with the dense model's accuracy), with its `condition`
+    (the name of its point) and `start_acc`, the test accuracy of its first evaluation, before any SGD step
+    (BatchNorm recomputed where the run does so)."""
+    r = analysis.with_dense_acc(analysis.final_rows(records), records)
+    start = {rec["key"]: rec["result"]["history"][0].get("test_acc") for run, rec in records if run.kind == "finetune"}
+    return r.assign(condition=[condition_of(points, *p) for p in r[["lr", "weight_decay", "schedule"]].itertuples(
+        index=False, name=None)], start_acc=r.key.map(start))
+
+
+def survives(controls: pd.DataFrame, by, survival: float) -> pd.Series:
+    """Per group `by` of unpruned controls: whether their removal accuracy is within `survival` of their accuracy
+    before fine-tuning (means over seeds). A filter on conditions, as chapter 02's, not a premise with a CI."""
+    g = controls.groupby(by)
+    return (g.start_acc.mean() - g.removal_acc.mean()) <= survival
 
 
 @dataclass(frozen=True)

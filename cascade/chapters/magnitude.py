@@ -38,13 +38,13 @@ import pandas as pd
 from .. import analysis, stats
 from .. import experiments as core
 from .. import runs as R
+from ..runs.finetune import SCHEDULES
 from ..shedding import TrackerConfig
 from . import backbone
 from .backbone import SmallResNet
 
 POINT = ["lr", "weight_decay", "schedule"]
 CONDITIONS = ("shed", "cold", "constant")
-SCHEDULES = ("one-shot", "gradual", "cascade")
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,10 @@ class Config(SmallResNet):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.criteria or self.criteria[0] != "gmp" or not set(self.criteria) <= set(analysis.KEPT):
-            raise ValueError(f"criteria={self.criteria!r} is invalid; allowed: 'gmp' first, then any of "
-                             f"{', '.join(analysis.KEPT)}")
+        if (not self.criteria or self.criteria[0] != "gmp" or not set(self.criteria) <= set(analysis.KEPT)
+                or len(set(self.criteria)) < len(self.criteria)):
+            raise ValueError(f"criteria={self.criteria!r} is invalid; allowed: 'gmp' first, then others of "
+                             f"{', '.join(analysis.KEPT)}, each once")
         if not self.fractions or not all(0 < f < 1 for f in self.fractions):
             raise ValueError(f"fractions={self.fractions!r} are invalid; allowed: values in (0, 1)")
         if self.target not in self.fractions:
@@ -89,16 +90,13 @@ class Config(SmallResNet):
                                                                self.constant_point))))
 
     def condition(self, lr: float, wd: float, schedule: str) -> str:
-        return next(c for c, p in self.points().items() if p == (lr, wd, schedule))
+        return backbone.condition_of(self.points(), lr, wd, schedule)
 
     def tracker(self) -> TrackerConfig:
         """Chapter 02's decomposition measures for each criterion's kept set at each fraction, and `gmp_jaccard`."""
         return dataclasses.replace(backbone.decomposition_tracker(self.fractions, self.record_every),
                                    kept_random=self.fractions, kept_layerwise=self.fractions, gmp_jaccard=True,
                                    effective=self.effective, summaries=False)
-
-    def steps(self) -> int:
-        return self.finetune_epochs * ((self.train_size or 60000) // self.batch_size)
 
 
 def runs(cfg: Config) -> list[R.FinetuneRun]:
@@ -121,35 +119,27 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
 
 
 # ------------------------------------------------------------------------------------------------ analysis
-def training_macs(rec: dict, steps: int, batch: int) -> float:
-    """3 x the kept MACs per image x the images seen (forward once, backward twice), over the fine-tuning: the mask
-    of a scheduled run changes at each event of its `prune_path` and is dense before the first."""
+def training_macs(rec: dict, batch: int) -> float:
+    """3 x the kept MACs per image x the images seen (forward once, backward twice), over the fine-tuning's steps
+    (its tracker's last record): the mask of a scheduled run changes at each event of its `prune_path` and is dense
+    before the first."""
     res = rec["result"]
-    path = res.get("prune_path")
-    if not path:
-        return 3.0 * batch * steps * res["macs_kept"]
+    steps = max(row[1] for row in res["tracker"])
+    path = res.get("prune_path") or []
     edges = [0] + [p[0] for p in path] + [steps]
-    kept = [res["macs"]] + [p[4] for p in path]
+    kept = [res["macs"] if path else res["macs_kept"]] + [p[4] for p in path]
     return 3.0 * batch * sum((b - a) * m for a, b, m in zip(edges, edges[1:], kept))
 
 
 def rows(cfg: Config, records) -> pd.DataFrame:
-    """One row per fine-tuning run: labels, `condition`, `prune_schedule`, final global measures, the dense
-    model's accuracy, `start_acc` (test accuracy right after pruning, BatchNorm recomputed) and `train_macs`."""
-    r = analysis.with_dense_acc(analysis.final_rows(records), records)
+    """One row per fine-tuning run (`backbone.finetune_rows`: labels, `condition`, final global measures, the dense
+    model's accuracy, `start_acc`, the accuracy before any SGD step: right after pruning for one-shot, the dense
+    model's for a schedule), with its `prune_schedule` and `train_macs`."""
     ft = [(run, rec) for run, rec in records if run.kind == "finetune"]
-    start = {rec["key"]: rec["result"]["history"][0].get("test_acc") for _, rec in ft}
     sched = {rec["key"]: run.schedule for run, rec in ft}
-    macs = {rec["key"]: training_macs(rec, cfg.steps(), cfg.batch_size) for _, rec in ft}
-    return r.assign(condition=[cfg.condition(*p) for p in r[POINT].itertuples(index=False, name=None)],
-                    prune_schedule=r.key.map(sched), start_acc=r.key.map(start), train_macs=r.key.map(macs))
-
-
-def survives(cfg: Config, r: pd.DataFrame) -> pd.Series:
-    """Per condition: whether the control's removal accuracy is within `survival` of its accuracy before
-    fine-tuning (means over seeds), as chapter 03."""
-    g = r[r.criterion == "none"].groupby("condition")
-    return (g.start_acc.mean() - g.removal_acc.mean()) <= cfg.survival
+    macs = {rec["key"]: training_macs(rec, run.finetune.batch_size) for run, rec in ft}
+    r = backbone.finetune_rows(cfg.points(), records)
+    return r.assign(prune_schedule=r.key.map(sched), train_macs=r.key.map(macs))
 
 
 def per_seed(dec: pd.DataFrame) -> pd.DataFrame:
@@ -214,13 +204,11 @@ def c5_word(cfg: Config, acc: tuple[float, float], ratio: tuple[float, float]) -
 
 def verdicts(cfg: Config, cell: pd.DataFrame, prem: pd.DataFrame, alive: pd.Series, pairs: pd.DataFrame) -> list:
     where = f"{cfg.model} w{cfg.width}, {cfg.shed_point} against {cfg.cold_point}, {cfg.finetune_epochs} epochs"
-    best = prem.e_shed.idxmax()
-    found = stats.Premise(f"the largest cascade E at the shed point among {', '.join(cfg.criteria[1:])} "
-                          f"({best[0]}, f = {best[1]:g})", float(prem.e_shed[best]),
+    best = prem.e_lo.idxmax()  # the cell whose CI reaches highest: present exactly when it clears delta_e
+    found = stats.Premise(f"the cascade E at the shed point whose CI reaches highest among "
+                          f"{', '.join(cfg.criteria[1:])} ({best[0]}, f = {best[1]:g})", float(prem.e_shed[best]),
                           (float(prem.e_lo[best]), float(prem.e_hi[best])), cfg.delta_e, bool(prem.sheds.any()))
-    survived = bool(alive.get("shed", False))
-    premise = dataclasses.replace(found, present=found.present and survived,
-                                  statistic=found.statistic + ("" if survived else ", where accuracy does not survive"))
+    premise = found.surviving(bool(alive.get("shed", False)))
     chosen = prem.index[prem.sheds] if prem.sheds.any() else prem.index
     use = cell.set_index(["criterion", "fraction"]).loc[list(chosen)].groupby("seed")[["closing", "own_change"]].mean()
     v4 = stats.verdict(
@@ -230,24 +218,19 @@ def verdicts(cfg: Config, cell: pd.DataFrame, prem: pd.DataFrame, alive: pd.Seri
         f"over {', '.join(f'{c} f = {f:g}' for c, f in chosen)}"
         f"{' (the cells where pruning makes them shed)' if prem.sheds.any() else ' (no cell sheds: all of them)'}.",
         condition=where, premise=premise, planned_sd=cfg.planned_sd, units="points")
-    own, lo, hi = stats.mean_ci(use.own_change.tolist())
-    if v4.word == "reproduces" and hi < 0:  # the gap closed because GMP fell further
-        v4 = dataclasses.replace(v4, word="does not reproduce", direction=(
-            f"{v4.direction[:v4.direction.rindex(', so')]}; but the criteria's own accuracy falls at the shed point "
-            f"({own * 100:+.3g} points, 95% CI {lo * 100:+.3g} to {hi * 100:+.3g}): the gap closes because GMP "
-            "falls further, so it does not reproduce"))
+    v4 = stats.unless_own_falls(v4, use.own_change, "the criteria's")
     cos = pairs[pairs.lr_schedule == "cosine"].sort_values("seed")
     acc, ratio = stats.mean_ci(cos.accuracy.tolist()), stats.mean_ci(cos.compute.tolist())
     word = c5_word(cfg, acc[1:], ratio[1:])
-    spoken = {"reproduces": "holds", "does not reproduce": "does not hold", "inconclusive": "is inconclusive"}[word]
+    spoken = stats.SPOKEN[word]
     v5 = stats.verdict(
         "C5", cos.accuracy.tolist(), cfg.delta,
         f"C5 {spoken}: the cascade-aware schedule's final test accuracy minus gradual GMP's is {{mean:+.4f}} (95% CI "
         f"{{lo:.4f}} to {{hi:.4f}}, n={{n}} seeds; δ = {cfg.delta:g}) at {cfg.target:g} sparsity, with "
         f"{ratio[0]:.3f} of its training compute (95% CI {ratio[1]:.3f} to {ratio[2]:.3f}; margin "
         f"{cfg.compute_margin:g}).",
-        condition=f"{cfg.model} w{cfg.width}, GMP to {cfg.target:g}, {cfg.shed_point}, {cfg.steps()} steps, an event "
-                  f"every {cfg.prune_every} steps until {cfg.prune_end:g} of them",
+        condition=f"{cfg.model} w{cfg.width}, GMP to {cfg.target:g}, {cfg.shed_point}, {cfg.finetune_epochs} epochs, "
+                  f"an event every {cfg.prune_every} steps until {cfg.prune_end:g} of them",
         planned_sd=cfg.planned_sd, units="points")
     rule = (f"reproduces when the accuracy CI lies above δ = {cfg.delta:g} at a compute ratio whose CI stays below "
             f"1 + {cfg.compute_margin:g}, or above −δ at a ratio whose CI lies below 1 − {cfg.compute_margin:g}; "
@@ -264,9 +247,8 @@ def verdicts(cfg: Config, cell: pd.DataFrame, prem: pd.DataFrame, alive: pd.Seri
 def analyze(cfg: Config, records) -> tuple[dict, list]:
     r = rows(cfg, records)
     one = r[(r.prune_schedule == "one-shot") & r.condition.isin(["shed", "cold"])]
-    dec = analysis.decompose(one, POINT).assign(condition=lambda d: [
-        cfg.condition(*p) for p in d[POINT].itertuples(index=False, name=None)])
-    alive = survives(cfg, r)
+    dec = analysis.decompose(one, POINT)
+    alive = backbone.survives(r[r.criterion == "none"], "condition", cfg.survival)
     seeds = per_seed(dec)
     cell = cells(cfg, seeds)
     prem = premise_cells(cfg, cell)

@@ -505,8 +505,8 @@ class PruneSchedule(Callback):
     With `shed` (a function of the loop's state that marks the survivors that shed, such as
     `Tracker.shed_masks`) the schedule is cascade-aware: before each event the survivors that shed become pruned,
     the smallest first and never beyond `final` sparsity, and the criterion prunes only what the event's cumulative
-    target still lacks. `path` lists every event: (step, pruned weights, of them pruned by the criterion, of them
-    turned from shed weights, MACs the kept weights cost per image).
+    target still lacks. `path` lists every event: (step, pruned weights in all after it, those this event's criterion
+    pruned, those this event turned from shed weights, MACs the kept weights cost per image).
     """
 
     every_steps = 1

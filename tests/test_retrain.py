@@ -181,7 +181,8 @@ def test_a_record_names_the_digest_of_the_checkpoint_it_started_from(store):
 def test_gradual_and_cascade_finetune_runs_follow_the_cubic_and_only_shrink_the_mask(store):
     """4 epochs of 4 steps (256 images, batch 64), pruning to 0.5 until prune_end 0.5 of the 16 steps (t1 = 8), an
     event every 2 steps. Cubic levels 0.5 (1 - (1 - t/8)^3) at t = 2, 4, 6, 8: 0.2891, 0.4375 (the midpoint),
-    0.4922, 0.5 (the end); none at t = 0, where the level is 0. The cascade-aware run ends on the same target."""
+    0.4922, 0.5 (the end); none at t = 0, where the level is 0. The cascade-aware run ends on the same target, its
+    mask never growing."""
     from cascade.shedding import TrackerConfig
 
     ft = TrainConfig(epochs=4, batch_size=64, lr=0.3, weight_decay=5e-3, seed=3)
@@ -197,7 +198,9 @@ def test_gradual_and_cascade_finetune_runs_follow_the_cubic_and_only_shrink_the_
     assert rec["result"]["sparsity"] == pytest.approx(round(n * 0.5) / n)
     pc = rec_c["result"]["prune_path"]
     assert [p[1] for p in pc] == sorted(p[1] for p in pc) and pc[-1][1] == round(n * 0.5)
-    assert all(p[1] == p_prev[1] + p[2] + p[3] for p_prev, p in zip([[0, 0]] + pc, pc))
+    # a trained dense model has survivors below 5% of their layer's RMS from the start: the first event turns them
+    # into pruned weights, so GMP prunes fewer there than in the gradual run, to the same level
+    assert pc[0][3] > 0 and pc[0][1] == path[0][1] and pc[0][2] == path[0][1] - pc[0][3] < path[0][2]
     with pytest.raises(ValueError, match=r"schedule='linear' is invalid; allowed: one-shot, gradual, cascade"):
         R.FinetuneRun(PRE, GMP, ft, tracker, schedule="linear")
     with pytest.raises(ValueError, match=r"effective='tau0' would prune by magnitude"):

@@ -359,6 +359,11 @@ def _l1_filter(model: nn.Module, mask: Mask, fraction: float, rng: torch.Generat
     return Mask(model, out)
 
 
+def nm_groupable(weight: torch.Tensor, m: int) -> bool:
+    """Whether a weight's flattened input dimension splits into groups of m (a one-channel 3x3 stem's 9 does not)."""
+    return weight[0].numel() % m == 0
+
+
 def _nm(model: nn.Module, mask: Mask, fraction: float, rng: torch.Generator, *, n: int = 2, m: int = 4) -> Mask:
     """Semi-structured N:M: keep the n largest |w| survivors in every group of m consecutive input weights.
 
@@ -368,7 +373,7 @@ def _nm(model: nn.Module, mask: Mask, fraction: float, rng: torch.Generator, *, 
     """
     if not (_int_at_least(n, 1) and _int_at_least(m, n)):
         raise ValueError(f"N:M needs integers 1 <= n <= m; got n={n}, m={m}")
-    eligible = [k for k, t in mask.items() if t[0].numel() % m == 0]
+    eligible = [k for k, t in mask.items() if nm_groupable(t, m)]
     skipped = [k for k in mask if k not in eligible]
     if skipped:
         warnings.warn(f"{n}:{m} pruning skips layers whose input size is not a multiple of {m}: {', '.join(skipped)}",

@@ -12,10 +12,13 @@ by side (see the book's methods chapter):
   whose (masked) norm is below a threshold;
 - ``norm``: each layer's weight norm;
 - ``jaccard@s`` / ``retained@s``: overlap between the set GMP would keep at sparsity s now and the
-  set it kept (or would have kept) at pruning time;
+  set it kept (or would have kept) at pruning time, per layer too (with ``per_layer``);
 - ``gmp_jaccard`` (with ``TrackerConfig.gmp_jaccard``): Jaccard index between the weights still in use (kept and
   not shed) and the set GMP keeps of the pruning-time weights at the same density: how far a criterion's kept
   set, thinned by shedding, has moved toward the set GMP would have chosen;
+- ``nm_under@n:m`` / ``nm_over@n:m`` (with ``TrackerConfig.nm_groups``): the share of groups of m consecutive input
+  weights (as the ``nm`` criterion groups them) holding fewer / more than n weights still in use (kept and not
+  shed), over the layers whose input size is a multiple of m (the one-channel stem conv is not);
 - ``effective_sparsity``: pruned plus shed (under ``TrackerConfig.effective``), and at the end
   ``removal_acc``: test accuracy after actually zeroing the shed weights, with no further training.
 
@@ -146,11 +149,14 @@ class TrackerConfig:
     kept_random: tuple[float, ...] = ()
     kept_layerwise: tuple[float, ...] = ()
     gmp_jaccard: bool = False
+    nm_groups: tuple[str, ...] = ()
     summaries: bool = False
 
     def __post_init__(self):
         for spec in (self.effective, *self.definitions):
             parse(spec)
+        for spec in self.nm_groups:
+            nm_spec(spec)
         for name, values in (("overlap_sparsities", self.overlap_sparsities), ("kept_fractions", self.kept_fractions),
                              ("kept_random", self.kept_random), ("kept_layerwise", self.kept_layerwise)):
             if not all(0 < s < 1 for s in values):
@@ -167,6 +173,18 @@ def _is_float(text: str) -> bool:
         return float(text) >= 0
     except ValueError:
         return False
+
+
+def nm_spec(spec: str) -> tuple[int, int]:
+    """(n, m) from "n:m", e.g. "2:4" (integers 1 <= n <= m)."""
+    try:
+        n, m = map(int, spec.split(":"))
+        if not 1 <= n <= m:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"nm_groups entry {spec!r} is invalid; allowed: 'n:m' with integers 1 <= n <= m, "
+                         "e.g. '2:4'") from None
+    return n, m
 
 
 def gmp_keep(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
@@ -324,16 +342,26 @@ class Tracker(Callback):
         total = sum(w.numel() for w in weights.values())
         add("global", "effective_sparsity",
             (sum(float((~mask[n].cpu()).sum()) for n in weights) + sum(float(s.sum()) for s in shed.values())) / total)
+        def share(metric: str, parts: dict[str, tuple[float, float]], empty: float) -> None:
+            """Per layer (with `per_layer`) and over the network: numerator over denominator (`empty` if it is 0)."""
+            total = (sum(num for num, _ in parts.values()), sum(den for _, den in parts.values()))
+            for layer, (num, den) in [*(parts.items() if cfg.per_layer else ()), ("global", total)]:
+                add(layer, metric, num / den if den else empty)
+
         if cfg.gmp_jaccard:
             add("global", "gmp_jaccard", gmp_jaccard(self.reference, mask, shed))
         for s in cfg.overlap_sparsities:
             keep0 = self.keep0[s]
             now = gmp_keep({n: w * mask[n].cpu() for n, w in weights.items()}, s)
-            inter = sum(float((now[n] & keep0[n]).sum()) for n in weights)
-            union = sum(float((now[n] | keep0[n]).sum()) for n in weights)
-            kept0 = sum(float(keep0[n].sum()) for n in weights)
-            add("global", f"jaccard@{s:g}", inter / union if union else 1.0)
-            add("global", f"retained@{s:g}", inter / kept0 if kept0 else 1.0)
+            inter = {n: float((now[n] & keep0[n]).sum()) for n in weights}
+            share(f"jaccard@{s:g}", {n: (inter[n], float((now[n] | keep0[n]).sum())) for n in weights}, 1.0)
+            share(f"retained@{s:g}", {n: (inter[n], float(keep0[n].sum())) for n in weights}, 1.0)
+        use = {n: mask[n].cpu() & ~shed[n] for n in weights}
+        for spec in cfg.nm_groups:
+            n_, m_ = nm_spec(spec)
+            live = {n: u.reshape(-1, m_).sum(1) for n, u in use.items() if pruning.nm_groupable(u, m_)}
+            share(f"nm_under@{spec}", {n: (float((g < n_).sum()), float(g.numel())) for n, g in live.items()}, 0.0)
+            share(f"nm_over@{spec}", {n: (float((g > n_).sum()), float(g.numel())) for n, g in live.items()}, 0.0)
         if final and self.test_set is not None:
             add("global", "removal_acc", self.removal_accuracy(state, shed))
         self.rows.extend(rows)

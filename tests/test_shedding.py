@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -77,6 +78,7 @@ def test_hand_computed_measures():
         ("global", "effective_sparsity"): (4 + 4) / 14,  # pruned + shed under tau0
         ("global", "jaccard@0.5"): 1.0,  # the reference is the start itself
         ("global", "retained@0.5"): 1.0,
+        **{(layer, f"{m}@0.5"): 1.0 for layer in ("0.weight", "4.weight") for m in ("jaccard", "retained")},
     }
     assert set(v) == set(expected)
     for key, value in expected.items():
@@ -315,3 +317,19 @@ def test_kept_layerwise_and_gmp_jaccard_follow_the_layer_uniform_set_by_hand():
     assert v[("global", "gmp_jaccard")] == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match=r"kept_layerwise=\(1\.5,\) is invalid"):
         TrackerConfig(kept_layerwise=(1.5,))
+
+
+def test_nm_groups_count_the_groups_that_shedding_leaves_under_or_over_n_by_hand():
+    """2:4 groups run along the input (as the nm criterion's): the conv (1 input channel, 2x2) has one group per
+    filter, the linear layer (2 inputs) none. Filter 1: .5 .004 .02 .3, all kept, .004 shed under tau0 = .01: 3 in
+    use, over 2. Filter 2: .005 .003 kept, 0 0 pruned, both shed: 0 in use, under 2."""
+    net, mask = tiny()
+    tracker = Tracker(dataclasses.replace(CFG, nm_groups=("2:4",)), mask, TAU0)
+    tracker.on_start(state_for(net, mask))
+    v = values(tracker, 0)
+    for layer in ("0.weight", "global"):
+        assert (v[(layer, "nm_under@2:4")], v[(layer, "nm_over@2:4")]) == (1 / 2, 1 / 2)
+    assert ("4.weight", "nm_under@2:4") not in v  # not groupable: 2 inputs
+    assert not pruning.nm_groupable(net[4].weight, 4) and pruning.nm_groupable(net[0].weight, 4)
+    with pytest.raises(ValueError, match=r"nm_groups entry '4:2' is invalid; allowed: 'n:m'"):
+        TrackerConfig(nm_groups=("4:2",))

@@ -27,6 +27,8 @@ Protocol (fixed before any of its results existed; the chapter states it in full
   -`delta` and r's CI lies below 1 - `compute_margin` (as good at clearly less compute); does not reproduce when
   the accuracy CI lies below -`delta`, or below `delta` while r's CI does not reach below 1 - `compute_margin`;
   otherwise inconclusive. The constant-LR point gets the same statistics, with no verdict.
+- Exploration, added after the results at `target` (the chapter discloses it): the same three schedules at each of
+  `explore_targets`, for accuracy against final sparsity; no verdict reads them.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ class Config(SmallResNet):
     cold_point: str = "0.1/0.0005/cosine"  # chapter 03's cold point: the control sheds nothing
     constant_point: str = "0.1/0.005/constant"  # C5's second LR schedule: the shed point without the cosine decay
     target: float = 0.8
+    explore_targets: tuple[float, ...] = (0.9,)  # exploration, added after the results at `target`
     prune_every: int = 39  # steps between a schedule's events: half an epoch
     prune_end: float = 0.5
     finetune_epochs: int = 4
@@ -77,6 +80,9 @@ class Config(SmallResNet):
             raise ValueError(f"fractions={self.fractions!r} are invalid; allowed: values in (0, 1)")
         if self.target not in self.fractions:
             raise ValueError(f"target={self.target!r} is invalid; allowed: one of fractions={self.fractions}")
+        if not all(0 < t < 1 and t != self.target for t in self.explore_targets):
+            raise ValueError(f"explore_targets={self.explore_targets!r} are invalid; allowed: values in (0, 1) other "
+                             f"than target={self.target!r}")
         points = [backbone.parse_point(p) for p in (self.shed_point, self.cold_point, self.constant_point)]
         if len(set(points)) < 3:
             raise ValueError(f"shed_point, cold_point and constant_point are {self.shed_point!r}, "
@@ -113,8 +119,10 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
         for point in ("shed", "cold"):
             out += [arm(point, R.PruneConfig("none", cfg.fractions[0], seed))]
             out += [arm(point, R.PruneConfig(c, f, seed)) for f in cfg.fractions for c in cfg.criteria]
-        gmp = R.PruneConfig("gmp", cfg.target, seed)
-        out += [arm("constant", gmp)] + [arm(p, gmp, s) for p in ("shed", "constant") for s in SCHEDULES[1:]]
+        for t in (cfg.target, *cfg.explore_targets):  # one-shot at the shed point and `target` is C4's GMP arm
+            gmp = R.PruneConfig("gmp", t, seed)
+            out += [arm(p, gmp, s) for p in ("shed", "constant") for s in SCHEDULES
+                    if (p, s, t) != ("shed", "one-shot", cfg.target)]
     return out
 
 
@@ -176,18 +184,22 @@ def premise_cells(cfg: Config, cell: pd.DataFrame) -> pd.DataFrame:
 
 
 def schedules(cfg: Config, r: pd.DataFrame) -> pd.DataFrame:
-    """C5's runs: per LR schedule ("cosine" at the shed point, "constant"), seed and pruning schedule, the final
-    test accuracy, its removal accuracy, the mask's sparsity and the training MACs."""
-    s = r[(r.criterion == "gmp") & (r.fraction == cfg.target) & r.condition.isin(["shed", "constant"])]
+    """C5's runs: per final sparsity (`target`, then the exploration's), LR schedule ("cosine" at the shed point,
+    "constant"), seed and pruning schedule, the final test accuracy, its removal accuracy, the mask's sparsity and
+    the training MACs."""
+    s = r[(r.criterion == "gmp") & r.fraction.isin([cfg.target, *cfg.explore_targets])
+          & r.condition.isin(["shed", "constant"])]
     s = s.assign(lr_schedule=s.condition.map({"shed": "cosine", "constant": "constant"}))
-    return s[["lr_schedule", "seed", "prune_schedule", "test_acc", "removal_acc", "effective_sparsity", "pruned",
-              "train_macs"]].sort_values(["lr_schedule", "prune_schedule", "seed"]).reset_index(drop=True)
+    return s[["fraction", "lr_schedule", "seed", "prune_schedule", "test_acc", "removal_acc", "effective_sparsity",
+              "pruned", "train_macs"]].sort_values(["fraction", "lr_schedule", "prune_schedule", "seed"]).reset_index(
+        drop=True)
 
 
 def paired(sched: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Per LR schedule and seed: pruning schedule `a` minus `b` in final test accuracy, and a's training MACs over
-    b's (both from the seed's dense model: paired)."""
-    t = sched.pivot_table(index=["lr_schedule", "seed"], columns="prune_schedule", values=["test_acc", "train_macs"])
+    """Per final sparsity, LR schedule and seed: pruning schedule `a` minus `b` in final test accuracy, and a's
+    training MACs over b's (both from the seed's dense model: paired)."""
+    t = sched.pivot_table(index=["fraction", "lr_schedule", "seed"], columns="prune_schedule",
+                          values=["test_acc", "train_macs"])
     return pd.DataFrame({"accuracy": t.test_acc[a] - t.test_acc[b],
                          "compute": t.train_macs[a] / t.train_macs[b]}).reset_index()
 
@@ -219,7 +231,7 @@ def verdicts(cfg: Config, cell: pd.DataFrame, prem: pd.DataFrame, alive: pd.Seri
         f"{' (the cells where pruning makes them shed)' if prem.sheds.any() else ' (no cell sheds: all of them)'}.",
         condition=where, premise=premise, planned_sd=cfg.planned_sd, units="points")
     v4 = stats.unless_own_falls(v4, use.own_change, "the criteria's")
-    cos = pairs[pairs.lr_schedule == "cosine"].sort_values("seed")
+    cos = pairs[(pairs.lr_schedule == "cosine") & (pairs.fraction == cfg.target)].sort_values("seed")
     acc, ratio = stats.mean_ci(cos.accuracy.tolist()), stats.mean_ci(cos.compute.tolist())
     word = c5_word(cfg, acc[1:], ratio[1:])
     spoken = stats.SPOKEN[word]
@@ -246,7 +258,7 @@ def verdicts(cfg: Config, cell: pd.DataFrame, prem: pd.DataFrame, alive: pd.Seri
 
 def analyze(cfg: Config, records) -> tuple[dict, list]:
     r = rows(cfg, records)
-    one = r[(r.prune_schedule == "one-shot") & r.condition.isin(["shed", "cold"])]
+    one = r[(r.prune_schedule == "one-shot") & r.condition.isin(["shed", "cold"]) & r.fraction.isin(cfg.fractions)]
     dec = analysis.decompose(one, POINT)
     alive = backbone.survives(r[r.criterion == "none"], "condition", cfg.survival)
     seeds = per_seed(dec)
@@ -263,7 +275,8 @@ EXPERIMENT = core.Experiment(
     name="magnitude", notebook="05_magnitude", claims=("C4", "C5"), config=Config,
     profiles={
         "smoke": dict(width=4, train_size=256, test_size=128, seeds=2, pretrain_epochs=1, batch_size=64,
-                      fractions=(0.5,), target=0.5, finetune_epochs=2, record_every=2, prune_every=1,
+                      fractions=(0.5,), target=0.5, explore_targets=(0.7,), finetune_epochs=2, record_every=2,
+                      prune_every=1,
                       shed_point="0.3/0.005/cosine", cold_point="0.03/0.0005/cosine",
                       constant_point="0.3/0.005/constant"),
         "paper": {},

@@ -425,8 +425,8 @@ def test_magnitude_c4_premise_and_verdict_by_hand():
                          for c, es, closes in (("layerwise", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
                                                ("random", (0.3, 0.32, 0.34), (0.05, 0.06, 0.07)))
                          for s, e, close in zip(range(3), es, closes)])
-    pairs = pd.DataFrame({"lr_schedule": ["cosine"] * 3, "seed": range(3), "accuracy": [0.0, 0.001, -0.001],
-                          "compute": [1.0, 1.0, 1.0]})
+    pairs = pd.DataFrame({"fraction": 0.8, "lr_schedule": ["cosine"] * 3 + ["constant"] * 3, "seed": [0, 1, 2] * 2,
+                          "accuracy": [0.0, 0.001, -0.001, 0.05, 0.06, 0.07], "compute": 1.0})  # C5 reads cosine
     alive = pd.Series({"shed": True, "cold": True})
     prem = magnitude.premise_cells(cfg, cell)
     assert prem.sheds.tolist() == [False, True]
@@ -448,8 +448,14 @@ def test_magnitude_config_rejects_bad_values():
     cfg = REGISTRY["magnitude"].make_config("paper")
     assert [cfg.condition(*p) for p in cfg.points().values()] == ["shed", "cold", "constant"]
     assert cfg.tracker().kept_layerwise == cfg.tracker().kept_random == cfg.fractions and cfg.tracker().gmp_jaccard
+    # per seed: 2 points x (control + 3 criteria), then 6 schedule arms at each final sparsity, less the one-shot at
+    # the shed point and 80%, which is C4's GMP arm
+    runs = [r for r in REGISTRY["magnitude"].all_runs(cfg) if r.kind == "finetune"]
+    assert len(runs) == len(set(runs)) == 3 * (2 * 4 + 5 + 6)
     with pytest.raises(ValueError, match=r"criteria=\('random', 'gmp'\) is invalid"):
         REGISTRY["magnitude"].make_config("paper", criteria=("random", "gmp"))
+    with pytest.raises(ValueError, match=r"explore_targets=\(0.8,\) are invalid; allowed: values in \(0, 1\) other"):
+        REGISTRY["magnitude"].make_config("paper", explore_targets=(0.8,))
     with pytest.raises(ValueError, match="target=0.5 is invalid"):
         REGISTRY["magnitude"].make_config("paper", target=0.5)
     with pytest.raises(ValueError, match="allowed: three different points"):

@@ -10,7 +10,7 @@ import torch
 from .. import models, pruning
 from ..shedding import Tracker, TrackerConfig, parse
 from ..store import Store
-from ..train import Checkpoint, Evaluate, PruneSchedule, TrainConfig, check_eval_every, train
+from ..train import Checkpoint, Evaluate, PruneSchedule, TrainConfig, check_eval_every, load_weights, train
 from .base import DataConfig, Run, load_network, register, splits, train_images
 from .pretrain import PretrainRun, initial
 
@@ -71,6 +71,7 @@ class FinetuneRun(Run):
     schedule: str = "one-shot"
     prune_end: float = 0.5
     prune_every: int = 0
+    rewind_epoch: int | None = None
     schema: ClassVar[dict[str, type]] = {"tau0": float, "sparsity": float, "history": list, "final.test_acc": float,
                                          "tracker": list}
 
@@ -88,6 +89,11 @@ class FinetuneRun(Run):
         if self.schedule != "one-shot" and self.prune.criterion == "none":
             raise ValueError(f"schedule={self.schedule!r} needs a pruning criterion; allowed with criterion 'none': "
                              "one-shot")
+        if self.rewind_epoch is not None and (self.rewind_epoch not in self.pretrain.keep_epochs
+                                              or self.schedule != "one-shot"):
+            raise ValueError(f"rewind_epoch={self.rewind_epoch!r} is invalid with schedule={self.schedule!r}; "
+                             f"allowed: None, or with schedule 'one-shot' an epoch in pretrain.keep_epochs="
+                             f"{self.pretrain.keep_epochs}")
         if self.schedule == "cascade" and parse(self.tracker.effective)[0] in ("tau0", "gmp"):
             raise ValueError(f"schedule='cascade' with effective={self.tracker.effective!r} would prune by magnitude, "
                              "not by shedding; allowed: a scale-aware definition such as 'rms:0.05' or 'abs:0.001'")
@@ -103,6 +109,8 @@ class FinetuneRun(Run):
         dense = pruning.Mask.dense(net)
         reference = {n: w.detach().float().cpu().clone() for n, w in net.named_parameters() if n in dense}
         mask = None if p.criterion == "none" or self.schedule != "one-shot" else p.apply(net)
+        if self.rewind_epoch is not None:
+            load_weights(store.checkpoint_dir(self.pretrain) / f"epoch_{self.rewind_epoch}.pt", net)
         bn_from = train_set if self.recompute_bn else None
         tracker = Tracker(self.tracker, mask if mask is not None else dense, tau0, test_set=test_set,
                           reference=reference, seed=p.seed, bn_from=bn_from)
@@ -132,7 +140,8 @@ class FinetuneRun(Run):
         ft = self.finetune
         return {"model": self.pretrain.model, "criterion": self.prune.criterion, "fraction": self.prune.fraction,
                 "seed": ft.seed, "lr": ft.lr, "weight_decay": ft.weight_decay, "schedule": ft.lr_schedule,
-                "batch_size": ft.batch_size, "epochs": ft.epochs, "precision": ft.precision}
+                "batch_size": ft.batch_size, "epochs": ft.epochs, "precision": ft.precision,
+                "init": "trained" if self.rewind_epoch is None else f"epoch {self.rewind_epoch}"}
 
     def cost(self) -> float:
         return train_images(self.data, self.finetune)

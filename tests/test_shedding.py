@@ -101,6 +101,8 @@ def test_overlap_after_weights_move():
     # Intersection {0 3 4 8 11 12} = 6, union 8.
     assert v[("global", "jaccard@0.5")] == pytest.approx(6 / 8)
     assert v[("global", "retained@0.5")] == pytest.approx(6 / 7)
+    # The conv alone: {0 2 3 4} then {0 1 3 4}: intersection 3, union 5, of the 4 kept at the start 3 remain.
+    assert (v[("0.weight", "jaccard@0.5")], v[("0.weight", "retained@0.5")]) == pytest.approx((3 / 5, 3 / 4))
     assert v[("0.weight", "shed_tau0")] == pytest.approx(4 / 6)  # .004 .001 .006 .003
     assert v[("global", "effective_sparsity")] == pytest.approx((4 + 5) / 14)
     assert ("global", "removal_acc") not in v  # not the final epoch (1 of 2), and no test set

@@ -82,7 +82,7 @@ def test_iterative_rounds_remove_the_same_share_of_survivors(store):
 @pytest.mark.parametrize("kw, bad", [
     (dict(init="reset"), "init='reset'"),
     (dict(init="random", init_seed=3), "init_seed=3"),
-    (dict(init="rewind", rewind_epoch=1), "rewind_epoch=1"),
+    (dict(init="rewind", rewind_epoch=2), "rewind_epoch=2"),  # PRE keeps epochs (1,) only
     (dict(budget="time"), "budget='time'"),
     (dict(rounds=0), "rounds=0"),
 ])
@@ -162,18 +162,18 @@ def test_a_fresh_cache_rebuilds_a_stored_dependency_once_and_keeps_its_record(st
     assert fresh.get(PRE) == kept and PRE.has_checkpoint(fresh)
     rebuilt = json.loads((fresh.checkpoint_dir(PRE) / REBUILT).read_text())
     assert rebuilt["record_created"] == kept["meta"]["created"] is not None
-    digest = weight_digest(fresh.checkpoint_dir(PRE) / "last.pt")
-    assert rebuilt["weights"] == {"last.pt": digest}
+    digests = {name: weight_digest(fresh.checkpoint_dir(PRE) / name) for name in ("last.pt", "epoch_1.pt")}
+    assert rebuilt["weights"] == digests  # the kept epoch too (every pretrain keeps epoch 1)
     for rec in records:
-        assert rec["meta"]["started_from"] == {f"pretrain/{PRE.key}": {"last.pt": digest, "rebuilt": True}}
+        assert rec["meta"]["started_from"] == {f"pretrain/{PRE.key}": {**digests, "rebuilt": True}}
     assert R.plan([a, b], fresh) == []
 
 
 def test_a_record_names_the_digest_of_the_checkpoint_it_started_from(store):
     run = R.FinetuneRun(PRE, R.PruneConfig("gmp", 0.2), TrainConfig(epochs=0, batch_size=64, seed=3))
     rec = R.ensure_all([run], store)[0]
-    assert rec["meta"]["started_from"] == {
-        f"pretrain/{PRE.key}": {"last.pt": weight_digest(store.checkpoint_dir(PRE) / "last.pt"), "rebuilt": False}}
+    assert rec["meta"]["started_from"] == {f"pretrain/{PRE.key}": {
+        **{n: weight_digest(store.checkpoint_dir(PRE) / n) for n in ("last.pt", "epoch_1.pt")}, "rebuilt": False}}
     assert "started_from" not in store.get(PRE)["meta"]  # a run with no dependencies started from nothing
     assert len(weight_digest(store.checkpoint_dir(run) / "last.pt")) == 16
 

@@ -134,3 +134,17 @@ def test_c7_is_not_testable_without_shedding_or_where_accuracy_is_lost():
     frame = frame.assign(shed_minus_cold=(0.05, 0.06, 0.07))
     v = rewinding.c7_verdict(cfg, frame, pd.Series({"shed": False}))
     assert v.word == "not testable" and "does not survive" in v.premise.statistic
+
+
+def test_a_cache_missing_a_kept_epoch_is_rebuilt_from_scratch(tmp_path):
+    """A cache made before pretrains kept epoch 1 has last.pt only: resuming from it would train nothing and never
+    write epoch_1.pt. The rebuild starts over, so the kept epoch comes back with the weights it had."""
+    st = Store("smoke", root=tmp_path / "results", cache=tmp_path / "cache")
+    R.ensure_all([PRE], st)
+    folder = st.checkpoint_dir(PRE)
+    first = read_checkpoint(folder / "epoch_1.pt")["model"]
+    (folder / "epoch_1.pt").unlink()
+    assert not PRE.has_checkpoint(st)
+    R.ensure_all([R.FinetuneRun(PRE, GMP, NOTHING, rewind_epoch=1)], st)
+    again = read_checkpoint(folder / "epoch_1.pt")["model"]
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -151,14 +151,18 @@ def rows(cfg: Config, records) -> pd.DataFrame:
 
 
 def c6_cells(cfg: Config, dec: pd.DataFrame) -> pd.DataFrame:
-    """Per rewinding method, fraction and seed: test accuracy and E, FT's, the advantage (accuracy minus FT's) and
-    the excess shedding (E minus FT's)."""
+    """Per rewinding method, fraction and seed: test accuracy and E, FT's, the advantage (accuracy minus FT's), the
+    excess shedding (E minus FT's) and, scale-aware, the same for the share of survivors below 5% of their layer's
+    RMS beyond the control (`rms_excess`: E's threshold is the trained weights', which rewound weights may start
+    below)."""
+    rms = "shed_rms@0.05_excess"
     t = dec[dec.method.isin(METHODS)].pivot_table(index=["fraction", "seed"], columns="method",
-                                                  values=["test_acc", "cascade"])
+                                                  values=["test_acc", "cascade", rms])
     out = [pd.DataFrame({"method": m, "test_acc": t.test_acc[m], "test_acc_ft": t.test_acc["FT"],
                          "cascade": t.cascade[m], "cascade_ft": t.cascade["FT"],
                          "advantage": t.test_acc[m] - t.test_acc["FT"],
-                         "excess": t.cascade[m] - t.cascade["FT"]}).reset_index() for m in REWINDING]
+                         "excess": t.cascade[m] - t.cascade["FT"],
+                         "rms_excess": t[rms][m] - t[rms]["FT"]}).reset_index() for m in REWINDING]
     return pd.concat(out, ignore_index=True)
 
 
@@ -196,15 +200,20 @@ def cascade_over_time(cfg: Config, records) -> pd.DataFrame:
 
 def c7_seeds(cfg: Config, r: pd.DataFrame) -> pd.DataFrame:
     """Per seed, at the moderate fraction: GMP's shed share, drift and accuracy at the shed and cold (LRR) points, the
-    controls' drift, N:M's accuracy, and the statistics: shed difference, drift excess, cost and its difference."""
+    controls' drift, N:M's accuracy, and the statistics: shed difference, drift excess, cost and its difference;
+    also, scale-aware, GMP's share of survivors below 5% of the layer's RMS minus the control's at each point, and
+    the share of the set kept at `overlap` that GMP and the control retain at the shed point."""
     f = cfg.fractions[0]
     use = r[r.method.isin(["shed", "LRR"]) & (r.fraction == f)]
+    k, rms, kept = f"kept_shed@{f:g}", "shed_rms@0.05", f"retained@{cfg.overlap:g}"
     t = use.pivot_table(index="seed", columns=["method", "criterion"],
-                        values=["test_acc", "drift", f"kept_shed@{f:g}", "nm_under@" + cfg.nm, "nm_over@" + cfg.nm])
-    k = f"kept_shed@{f:g}"
+                        values=["test_acc", "drift", k, rms, kept, "nm_under@" + cfg.nm, "nm_over@" + cfg.nm])
     out = pd.DataFrame({
         "shed_gmp": t[k][("shed", "gmp")], "cold_gmp": t[k][("LRR", "gmp")],
         "shed_minus_cold": t[k][("shed", "gmp")] - t[k][("LRR", "gmp")],
+        "rms_excess_shed": t[rms][("shed", "gmp")] - t[rms][("shed", "none")],
+        "rms_excess_cold": t[rms][("LRR", "gmp")] - t[rms][("LRR", "none")],
+        "retained_gmp_shed": t[kept][("shed", "gmp")], "retained_control_shed": t[kept][("shed", "none")],
         "drift_gmp_shed": t.drift[("shed", "gmp")], "drift_control_shed": t.drift[("shed", "none")],
         "drift_gmp_cold": t.drift[("LRR", "gmp")], "drift_control_cold": t.drift[("LRR", "none")],
         "cost_shed": t.test_acc[("shed", "gmp")] - t.test_acc[("shed", "nm")],
@@ -280,7 +289,7 @@ EXPERIMENT = core.Experiment(
         "full": lambda: core.full_data() | dict(model="resnet56", seeds=5, pretrain_epochs=60, retrain_epochs=20,
                                                 rewind_epoch=4),
     },
-    runs=runs, analyze=analyze, figures={"C6": "fig-rewinding-slopes", "C7": "fig-rewinding-nm"},
+    runs=runs, analyze=analyze, figures={"C6": "fig-rewinding-slopes", "C7": "fig-rewinding-kept"},
     description="Prune the shared ResNet-8 with GMP at two sparsities and retrain by fine-tuning, LR rewinding and "
                 "weight rewinding, each against its unpruned control; compare 2:4 with GMP where shedding is "
                 "active and where it is not, and track the kept set.")

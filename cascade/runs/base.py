@@ -105,8 +105,8 @@ class Run:
             if not dep.has_checkpoint(store):
                 raise CheckpointMissing(f"{self.kind}/{self.key} needs the checkpoint of {dep.kind}/{dep.key}, "
                                         f"which is not in {store.cache}; allowed: compute it first (`plan`)")
-        if force:
-            shutil.rmtree(store.checkpoint_dir(self), ignore_errors=True)
+        if force or record is not None:  # a stored record's checkpoints are rebuilt from scratch: resuming from a
+            shutil.rmtree(store.checkpoint_dir(self), ignore_errors=True)  # last.pt would skip a kept epoch it lacks
         clock = Stopwatch()
         try:
             result = self.compute(store, quiet)

@@ -8,7 +8,7 @@ import torch
 from cascade import models, pruning
 from cascade import runs as R
 from cascade.runs.base import REBUILT, weight_digest
-from cascade.runs.compare import CompareRun, barrier, interpolate, linear_cka
+from cascade.runs.compare import CompareRun, barrier, interpolate, linear_cka, signed_barrier
 from cascade.runs.retrain import RetrainRun, budgeted
 from cascade.store import Store, canonical, config_hash, from_canonical
 from cascade.train import TrainConfig
@@ -127,6 +127,21 @@ def test_barrier_by_hand():
     assert barrier([0, 0.5, 1], [0.1, 0.1, 0.3]) == 0.0
 
 
+def test_signed_barrier_by_hand():
+    """Zhou et al.'s form: the ends' mean minus the interior value farthest from it. Ends 0.1 and 0.3 (mean 0.2):
+    a rise to 0.5 is -0.3; a dip to 0.15 beside 0.22 is +0.05 (0.15 is farther); a straight path is 0."""
+    assert signed_barrier([0.1, 0.5, 0.3]) == pytest.approx(-0.3)
+    assert signed_barrier([0.1, 0.15, 0.22, 0.3]) == pytest.approx(0.05)
+    assert signed_barrier([0.1, 0.2, 0.3]) == 0.0 and signed_barrier([0.1, 0.3]) == 0.0
+
+
+def test_cka_images_are_checked_before_compute():
+    for bad in (1, 257, 2.5, True):
+        with pytest.raises(ValueError, match=rf"cka_images={bad!r} is invalid; allowed: None \(every training "
+                                             r"image\) or an int in \[2, 256\]"):
+            CompareRun(PRE, PRE, cka_images=bad)
+
+
 def test_interpolation_mixes_floats_and_keeps_integer_buffers():
     a, b = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
     with torch.no_grad():
@@ -137,8 +152,9 @@ def test_interpolation_mixes_floats_and_keeps_integer_buffers():
 
 
 def test_a_network_compared_with_itself_has_no_barrier_and_full_similarity(store):
-    result = R.ensure_all([CompareRun(PRE, PRE, points=3)], store)[0]["result"]
+    result = R.ensure_all([CompareRun(PRE, PRE, points=3, cka_images=64)], store)[0]["result"]
     assert result["barrier_train_err"] == 0.0 and result["agreement"] == 1.0
+    assert abs(result["barrier_signed_train_err"]) < 1e-9
     assert result["cka"] == pytest.approx(1.0)
     assert len(result["train_err"]) == 3 and max(result["test_err"]) - min(result["test_err"]) < 1e-9
 

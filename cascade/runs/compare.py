@@ -4,8 +4,11 @@ Linear mode connectivity (Frankle et al. 2020; Zhou et al. 2023's landscape regi
 (1 - alpha) a + alpha b at `points` evenly spaced alphas, with BatchNorm statistics recomputed on the training
 set at each point (interpolated running statistics describe neither network), evaluated on the training and
 test sets. The barrier is the largest rise of the training error (and loss) above the straight line between
-the two ends. Output similarity: the share of test images both classify alike, and the linear CKA
-(Kornblith et al. 2019) of their test logits.
+the two ends; `barrier_signed_train_err` is Zhou et al.'s form, (e0 + e1) / 2 - e(t*) at the t* farthest from the
+ends' mean (negative: a barrier). Output similarity: the share of test images both classify alike, and the linear
+CKA (Kornblith et al. 2019) of their softmax outputs on the first `cka_images` (default: all) unaugmented
+training images, in float64 (Zhou et al.'s measure; the biased estimator's O(1/n) upward bias asks for n in the
+thousands).
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from .base import Run, register, splits
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA of two (examples x features) matrices: 1 for the same representation up to rotation,
     isotropic scale and shift; near 0 for unrelated ones."""
-    x = (x - x.mean(0)).double()
-    y = (y - y.mean(0)).double()
+    x, y = x.double(), y.double()
+    x, y = x - x.mean(0), y - y.mean(0)
     return float((y.T @ x).square().sum() / ((x.T @ x).square().sum().sqrt() * (y.T @ y).square().sum().sqrt()))
 
 
@@ -33,6 +36,14 @@ def barrier(alphas: list[float], values: list[float]) -> float:
     """The largest rise of `values` above the straight line between its two ends (0 when it never rises)."""
     a0, a1 = values[0], values[-1]
     return max(0.0, *(v - ((1 - a) * a0 + a * a1) for a, v in zip(alphas, values)))
+
+
+def signed_barrier(values: list[float]) -> float:
+    """Zhou et al.'s barrier: the ends' mean minus the value at the point farthest from it (interior points only;
+    0 with none). Negative when the path rises: a loss barrier."""
+    mid = (values[0] + values[-1]) / 2
+    inner = values[1:-1]
+    return mid - max(inner, key=lambda v: abs(mid - v)) if inner else 0.0
 
 
 @torch.no_grad()
@@ -49,17 +60,24 @@ class CompareRun(Run):
     """Linear mode connectivity and output similarity of the trained networks of runs `a` and `b`."""
 
     kind: ClassVar[str] = "compare"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: CKA on training softmax outputs (1: test logits); no version-1 record was kept
     a: Run
     b: Run
     points: int = 11
+    cka_images: int | None = None  # None: every training image
     schema: ClassVar[dict[str, type]] = {"alphas": list, "train_err": list, "barrier_train_err": float,
-                                         "barrier_train_loss": float, "barrier_test_err": float, "agreement": float,
+                                         "barrier_train_loss": float, "barrier_test_err": float,
+                                         "barrier_signed_train_err": float, "agreement": float,
                                          "cka": float}
 
     def __post_init__(self):
         if not isinstance(self.points, int) or self.points < 2:
             raise ValueError(f"points={self.points!r} is invalid; allowed: an int >= 2")
+        size = self.a.data.train_size
+        n = self.cka_images
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= (size or n)):
+            raise ValueError(f"cka_images={n!r} is invalid; allowed: None (every training image) or an int in "
+                             f"[2, {size or 'the training set size'}]")
         if self.a.data != self.b.data:
             raise ValueError(f"runs a and b are trained on different data ({self.a.data} and {self.b.data}); "
                              "allowed: two runs on the same data")
@@ -75,10 +93,10 @@ class CompareRun(Run):
         return {**{f"a_{k}": v for k, v in self.a.labels().items()}, **{f"b_{k}": v for k, v in self.b.labels().items()}}
 
     def cost(self) -> float:
-        """Images passed forward (BN reset, and evaluation on both sets at every point), as training images
-        at a third of the cost each."""
+        """Images passed forward (BN reset, and evaluation on both sets at every point; both ends' outputs on
+        both sets), as training images at a third of the cost each."""
         train_set, test_set = splits(self.data)
-        return self.points * (2 * len(train_set) + len(test_set)) / 3
+        return (self.points * (2 * len(train_set) + len(test_set)) + 2 * len(train_set) + 2 * len(test_set)) / 3
 
     def compute(self, store: Store, quiet: bool = True) -> dict:
         a, b = self.a.network(store), self.b.network(store)
@@ -103,10 +121,13 @@ class CompareRun(Run):
         with torch.no_grad():
             logits = [torch.cat([net.eval()(x) for x, _ in Loader(test_set, 500, train=False, stats=stats,
                                                                       device=device).epoch()]) for net in (a, b)]
+            probs = [torch.cat([net(x) for x, _ in loader.epoch()])[:self.cka_images].double().softmax(1)
+                     for net in (a, b)]
         result = {"alphas": alphas, **curves,
                   "barrier_train_err": barrier(alphas, curves["train_err"]),
                   "barrier_train_loss": barrier(alphas, curves["train_loss"]),
                   "barrier_test_err": barrier(alphas, curves["test_err"]),
+                  "barrier_signed_train_err": signed_barrier(curves["train_err"]),
                   "agreement": float((logits[0].argmax(1) == logits[1].argmax(1)).float().mean()),
-                  "cka": linear_cka(logits[0], logits[1])}
+                  "cka": linear_cka(probs[0], probs[1])}
         return result

@@ -39,14 +39,19 @@ def condition_of(points: dict[str, tuple[float, float, str]], lr: float, wd: flo
                      + ", ".join(f"{n} {p[0]:g}/{p[1]:g}/{p[2]}" for n, p in points.items()))
 
 
+def conditions(points: dict[str, tuple[float, float, str]], frame: pd.DataFrame) -> list[str]:
+    """The name of each row's fine-tuning point (`condition_of` on its lr, weight_decay and schedule)."""
+    return [condition_of(points, *p) for p in frame[["lr", "weight_decay", "schedule"]].itertuples(index=False,
+                                                                                                   name=None)]
+
+
 def finetune_rows(points: dict[str, tuple[float, float, str]], records) -> pd.DataFrame:
     """One row per fine-tuning run (`analysis.final_rows` with the dense model's accuracy), with its `condition`
     (the name of its point) and `start_acc`, the test accuracy of its first evaluation, before any SGD step
     (BatchNorm recomputed where the run does so)."""
     r = analysis.with_dense_acc(analysis.final_rows(records), records)
     start = {rec["key"]: rec["result"]["history"][0].get("test_acc") for run, rec in records if run.kind == "finetune"}
-    return r.assign(condition=[condition_of(points, *p) for p in r[["lr", "weight_decay", "schedule"]].itertuples(
-        index=False, name=None)], start_acc=r.key.map(start))
+    return r.assign(condition=conditions(points, r), start_acc=r.key.map(start))
 
 
 def survives(controls: pd.DataFrame, by, survival: float) -> pd.Series:

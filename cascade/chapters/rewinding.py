@@ -136,18 +136,17 @@ def runs(cfg: Config) -> list[R.FinetuneRun]:
 
 
 # ------------------------------------------------------------------------------------------------ analysis
-def method_of(cfg: Config, condition: str, init: str) -> str:
-    """FT, LRR or WR for C6's runs (by point and start), "shed" for C7's shed point."""
-    if condition == "replay":
-        return "LRR" if init == "trained" else "WR"
-    return condition
+def with_method(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (with `condition` and `init`) with each run's `method`: FT, LRR or WR for C6's runs (by point and
+    start), "shed" for C7's shed point."""
+    return frame.assign(method=[("LRR" if i == "trained" else "WR") if c == "replay" else c
+                                for c, i in zip(frame.condition, frame.init)])
 
 
 def rows(cfg: Config, records) -> pd.DataFrame:
     """One row per run (`backbone.finetune_rows`) with its `method`, and 1 - jaccard@overlap as `drift`."""
-    r = backbone.finetune_rows(cfg.points(), records)
-    return r.assign(method=[method_of(cfg, c, i) for c, i in zip(r.condition, r.init)],
-                    drift=1 - r[f"jaccard@{cfg.overlap:g}"])
+    r = with_method(backbone.finetune_rows(cfg.points(), records))
+    return r.assign(drift=1 - r[f"jaccard@{cfg.overlap:g}"])
 
 
 def c6_cells(cfg: Config, dec: pd.DataFrame) -> pd.DataFrame:
@@ -184,11 +183,8 @@ def cascade_over_time(cfg: Config, records) -> pd.DataFrame:
     """E at every tracker record of C6's GMP runs against their controls: (1 - f)(K_p - K_c) / f per epoch, with K
     the share of GMP's kept set at f below tau(f) (`analysis.decompose`, read at each record instead of the last)."""
     frame = analysis.tracker_frame([(run, rec) for run, rec in records if run.kind == "finetune"])
-    points = cfg.points()
     frame = frame[frame.layer == "global"]
-    frame = frame.assign(condition=[backbone.condition_of(points, *p) for p in frame[
-        ["lr", "weight_decay", "schedule"]].itertuples(index=False, name=None)])
-    frame = frame.assign(method=[method_of(cfg, c, i) for c, i in zip(frame.condition, frame.init)])
+    frame = with_method(frame.assign(condition=backbone.conditions(cfg.points(), frame)))
     out = []
     for f in cfg.fractions:
         k = frame[(frame.metric == f"kept_shed@{f:g}") & frame.method.isin(METHODS)]
@@ -267,8 +263,7 @@ def c7_verdict(cfg: Config, seeds: pd.DataFrame, alive: pd.Series) -> stats.Verd
 
 def analyze(cfg: Config, records) -> tuple[dict, list]:
     r = rows(cfg, records)
-    dec = analysis.decompose(r[r.criterion.isin(["none", "gmp"])], POINT)
-    dec = dec.assign(method=[method_of(cfg, c, i) for c, i in zip(dec.condition, dec.init)])
+    dec = analysis.decompose(r[r.criterion.isin(["none", "gmp"])], POINT)  # keeps each run's method
     cells = c6_cells(cfg, dec)
     slope = slopes(cells)
     alive = backbone.survives(r[(r.criterion == "none") & r.method.isin(["shed", "LRR"])], "method", cfg.survival)

@@ -119,8 +119,9 @@ class CompareRun(Run):
                 curves[f"{name}_loss"].append(loss)
                 curves[f"{name}_err"].append(1 - acc)
         with torch.no_grad():
-            logits = [torch.cat([net.eval()(x) for x, _ in Loader(test_set, 500, train=False, stats=stats,
-                                                                      device=device).epoch()]) for net in (a, b)]
+            a.eval(), b.eval()
+            logits = [torch.cat([net(x) for x, _ in Loader(test_set, 500, train=False, stats=stats,
+                                                           device=device).epoch()]) for net in (a, b)]
             probs = [torch.cat([net(x) for x, _ in loader.epoch()])[:self.cka_images].double().softmax(1)
                      for net in (a, b)]
         result = {"alphas": alphas, **curves,

@@ -135,11 +135,11 @@ def test_signed_barrier_by_hand():
     assert signed_barrier([0.1, 0.2, 0.3]) == 0.0 and signed_barrier([0.1, 0.3]) == 0.0
 
 
-def test_cka_images_are_checked_before_compute():
+def test_images_are_checked_before_compute():
     for bad in (1, 257, 2.5, True):
-        with pytest.raises(ValueError, match=rf"cka_images={bad!r} is invalid; allowed: None \(every training "
+        with pytest.raises(ValueError, match=rf"images={bad!r} is invalid; allowed: None \(every training "
                                              r"image\) or an int in \[2, 256\]"):
-            CompareRun(PRE, PRE, cka_images=bad)
+            CompareRun(PRE, PRE, images=bad)
 
 
 def test_interpolation_mixes_floats_and_keeps_integer_buffers():
@@ -152,11 +152,12 @@ def test_interpolation_mixes_floats_and_keeps_integer_buffers():
 
 
 def test_a_network_compared_with_itself_has_no_barrier_and_full_similarity(store):
-    result = R.ensure_all([CompareRun(PRE, PRE, points=3, cka_images=64)], store)[0]["result"]
+    result = R.ensure_all([CompareRun(PRE, PRE, points=3, images=64)], store)[0]["result"]
     assert result["barrier_train_err"] == 0.0 and result["agreement"] == 1.0
     assert abs(result["barrier_signed_train_err"]) < 1e-9
     assert result["cka"] == pytest.approx(1.0)
     assert len(result["train_err"]) == 3 and max(result["test_err"]) - min(result["test_err"]) < 1e-9
+    assert all((e * 64) == pytest.approx(round(e * 64)) for e in result["train_err"])  # 64 images, not 256
 
 
 def test_a_fresh_cache_rebuilds_a_stored_dependency_once_and_keeps_its_record(store, tmp_path):

@@ -163,7 +163,7 @@ def retrained(run: RetrainRun, store: Store, quiet: bool = True) -> dict:
     train_set, test_set = splits(run.data)
     ckdir = store.checkpoint_dir(run)
     macs_dense = models.count(trained)["macs"]
-    mask, gone, rounds = pruning.Mask.dense(trained), 0.0, []
+    mask, gone, rounds = run.prune.dense(trained), 0.0, []
     for i in range(1, run.rounds + 1):
         target = 1 - (1 - run.prune.fraction) ** (i / run.rounds)
         mask = run.prune.apply(trained, mask, target - gone)

@@ -1,0 +1,212 @@
+"""07 regimes (T1, T2, T3): does the dense model's training temperature help or hurt pruning depending on the load,
+do linear mode connectivity and output similarity tell three regimes apart, and do the regimes predict what to do?
+
+Protocol (fixed before any of its results existed; the chapter will state it in full):
+
+- Dense models, per seed, three temperatures: `cold`, the shared backbone (chapter 02's pretrains by key: ResNet-8
+  w16, 10,000 Fashion-MNIST images, cosine from LR 0.1, weight decay 5e-4, 20 epochs, 1,560 SGD steps); `short`,
+  the same recipe compressed into `hot_epochs` (390 steps); `sam`, `short` with SAM at radius `sam_rho` (BatchNorm
+  statistics frozen in the perturbed pass, so they move once per step, as in Zhou et al.'s code). Fewer epochs and a
+  larger rho are hotter (Zhou et al.). Every dense model runs its own schedule to its end, so the length knob
+  compares finished cosine decays: it is not confounded with a first LR decay, as the paper's checkpoint epochs
+  are (all of theirs up to epoch 80 are at LR 0.1); it cannot separate the number of steps from the steps spent
+  at each LR, which scale together.
+- Load: layer-uniform magnitude pruning (`layerwise`) of every conv but the stem to each of `densities`, one-shot
+  from the trained dense weights; the stem conv and the classifier stay dense (Zhou et al. prune the stem too; at a
+  few percent ours would keep 4 of its 144 weights, and retrains collapsed to chance in a quick check). Density is
+  over the pruned convs.
+- Retraining: the dense recipe compressed into `retrain_epochs` (312 SGD steps: cosine from 0.1, weight decay
+  5e-4), from the pruned trained weights (Zhou et al.'s full-schedule retraining, i.e. LR rewinding to epoch 0), the
+  same for every temperature; `copies` retrains per cell that differ only in their data order (seeds
+  s + k x `copy_seed`, k = 1, 2: neither replays the dense run's order). BatchNorm statistics are recomputed before
+  every evaluation. A cell's test error is the mean of its copies' final test errors on the same 2,000 test images
+  for every seed and cell (test-sampling noise is left out of the CIs).
+- T1. Per seed and density d: Δ(d) = err(short) - err(cold), the length knob's temperature effect (positive:
+  heating hurts). The interaction I = Δ(high d) - Δ(low d). The paper: heating helps at low density and hurts at
+  moderate density, so I > 0. Reproduces when I's 95% CI lies above `delta_t1`, does not when it lies below,
+  inconclusive otherwise. The sign flip is reported apart: it is shown when Δ(low d)'s CI lies below 0 and
+  Δ(high d)'s above 0; an interaction with Δ of one sign at both densities reproduces the interaction, not the flip.
+  With one hot length and two densities, "where it flips" can only be "between them" (the paper's flip is at
+  8-14% density). Our knob is not the paper's: under-trained but annealed, not stopped at a high LR, so a null
+  result cannot tell "no transition" from "another knob". The SAM knob, Δ_sam(d) = err(sam) - err(short), and its
+  interaction are reported beside it and feed T3 (no T1 verdict reads them).
+- T2. Per cell and seed, a `compare` of the two copies: Zhou et al.'s signed barrier on training error (11 points,
+  BatchNorm recomputed at each, on the first `compare_images` training images) and linear CKA of the softmax
+  outputs on the same images, in float64. `cka_b` is taken from the paper's CIFAR-10 range before any of our
+  values exist; the chapter reports where our CKA values fall, and the two-label agreement (I against II, which
+  reads only `barrier_i`) beside the three-label one. Labels, fixed here: regime I when the signed barrier < -`barrier_i` (the
+  path's training error rises more than that above the ends' mean); otherwise II-B when CKA >= `cka_b`, else II-A.
+  Predicted labels (the paper's map: the cold, low-density corner is poorly connected; hotter models at moderate
+  density are connected but dissimilar; the cold model at moderate density is connected and similar):
+  I for (cold, low d); II-A for (short, low d), (sam, low d), (short, high d), (sam, high d); II-B for (cold,
+  high d). Per seed: agreement = the share of the six cells whose label matches. Reproduces when the mean
+  agreement's 95% CI lies above `agreement_min` (4 of 6: what labelling every cell II-A scores), does not when it
+  lies below, inconclusive otherwise; with no spread over seeds the CI is the point, and a point at
+  `agreement_min` is inconclusive. Premise: the labels vary (not one label in all 24 cell-seed pairs), else not
+  testable. Whether the map lines up with T1's transition is T3's first study (the cold cell's label against the
+  sign of Δ at each density).
+- T3, three studies, each a prediction of the regime model that comes true when its statistic's 95% CI lies above
+  its δ, false when it lies below, undecided otherwise. A cell's label below is the seed-majority label (ties: I).
+  1. Direction: at each density, from the cold cell's label: regime I predicts heating helps (statistic -Δ(d)),
+     regime II predicts it hurts (statistic Δ(d)); δ = `delta_dir`. Two predictions; they read T1's Δ, so T3 is
+     not evidence independent of T1.
+  2. Selection: per seed and density, among the three dense models choose the one to prune by training-set
+     measures only: the connected ones (signed barrier >= -`barrier_i`) with the largest CKA, or, with none
+     connected, the largest signed barrier. Regret = its cell's test error minus the family's best. Statistic: per
+     seed, the smaller of the two baselines' mean regret (the best dense test accuracy; the longest-trained model)
+     minus the rule's, over densities; δ = `delta_sel`. One prediction; not testable when the rule picks what the
+     better baseline picks in every seed and density (the statistic is then 0 by construction). The rule reads
+     the pruned and retrained copies of every member, so it selects with more information than the baselines.
+  3. SAM's rho at the low density: from the short model's label there, regime I predicts that rho helps
+     (statistic -Δ_sam(low d)), regime II that it hurts (statistic Δ_sam(low d)); δ = `delta_dir`. One prediction.
+     SAM sits on the short recipe, not the cold one (SAM on 20 epochs would cost 27 more minutes): the paper's case,
+     rho rescuing a regime-I model, is tested only if the short model's low-density cell is labelled I.
+  Verdict T3: reproduces when more than half of the testable predictions came true, does not when more than half
+  came out false, inconclusive otherwise (and not testable with none testable).
+- Exploration (no verdict): the tracker during every first-copy retrain, and an unpruned control per seed for the
+  cold and short temperatures retrained alike (none for sam: the budget); cascade E of the layer-uniform kept set (`analysis.decompose`) and the excess share of
+  survivors below 5% of their layer's RMS, drawn on the regime map.
+- Power: the sizing check in `protocols.md` put the per-seed SD of I near 0.008 (one retrain per cell, 10,000 test
+  images); with 2,000 test images and two copies we plan on 0.012. With 4 seeds the expected half-width is
+  t(3) x 0.012 / 2 = 0.019 <= `delta_t1`, with almost no margin: if the measured half-width exceeds `delta_t1`, the
+  verdict can only be inconclusive unless |I| is at least that half-width, and no seeds are added. `delta_t1` is
+  0.02, about half the paper's interaction (2-3 points at low density, 1-2 at moderate, of opposite signs).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+from .. import runs as R
+from ..shedding import TrackerConfig
+from . import backbone
+from .backbone import SmallResNet
+
+TEMPERATURES = ("cold", "short", "sam")  # coldest first
+REGIMES = ("I", "II-A", "II-B")
+
+
+@dataclass(frozen=True)
+class Config(SmallResNet):
+    seeds: int = 4  # the power rule: t(3) x 0.012 / 2 = 0.019 <= delta_t1
+    densities: tuple[float, ...] = (0.03, 0.3)  # low first: a few percent (Zhou et al.'s barrier), and moderate
+    hot_epochs: int = 5  # `short`: a quarter of the backbone's 20 epochs
+    sam_rho: float = 0.5  # the middle of Zhou et al.'s 0.1-0.8
+    retrain_epochs: int = 4  # 312 SGD steps, as chapters 03, 05 and 06
+    copies: int = 2
+    copy_seed: int = 1000  # copy k (0-based) retrains with data-order seed s + (k + 1) * copy_seed
+    compare_points: int = 11
+    compare_images: int = 2000  # the issue's floor for CKA; eleven passes over all 10,000 cost more than the retrains
+    barrier_i: float = 0.05  # regime I: the path's training error rises 5 points above its ends' mean
+    cka_b: float = 0.95  # II-B at or above: the middle of the paper's 0.88-0.98 range, fixed before any result
+    delta_t1: float = 0.02  # about half the paper's interaction
+    delta_dir: float = 0.01  # one point of test error, as chapters 03, 05 and 06
+    delta_sel: float = 0.005  # half a point of regret
+    agreement_min: float = 2 / 3  # four of the six cells: labelling every cell II-A
+    budget_min: float = 75
+
+    def __post_init__(self):
+        super().__post_init__()
+        d = self.densities
+        if len(d) < 2 or not all(0 < x < 1 for x in d) or list(d) != sorted(set(d)):
+            raise ValueError(f"densities={d!r} are invalid; allowed: two or more increasing values in (0, 1)")
+        for name in ("hot_epochs", "retrain_epochs", "copies", "compare_points"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (2 if name in ("copies", "compare_points") else 1):
+                raise ValueError(f"{name}={v!r} is invalid; allowed: an int >= "
+                                 f"{2 if name in ('copies', 'compare_points') else 1}")
+        if not self.hot_epochs < self.pretrain_epochs:
+            raise ValueError(f"hot_epochs={self.hot_epochs!r} is invalid; allowed: below pretrain_epochs="
+                             f"{self.pretrain_epochs}")
+        if not 0 < self.cka_b < 1 or not 0 < self.agreement_min < 1:
+            raise ValueError(f"cka_b={self.cka_b!r}, agreement_min={self.agreement_min!r} are invalid; allowed: "
+                             "values in (0, 1)")
+        for name in ("sam_rho", "barrier_i", "delta_t1", "delta_dir", "delta_sel", "copy_seed"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: a number > 0")
+
+    def dense(self, seed: int, temperature: str) -> R.PretrainRun:
+        """The seed's dense model at `temperature` (`cold` is the shared backbone, by key)."""
+        pre = self.pretrain(seed)
+        if temperature == "cold":
+            return pre
+        if temperature not in TEMPERATURES:
+            raise ValueError(f"temperature={temperature!r} is invalid; allowed: {', '.join(TEMPERATURES)}")
+        sam = dict(optimizer="sam", sam_rho=self.sam_rho) if temperature == "sam" else {}
+        return dataclasses.replace(pre, train=dataclasses.replace(pre.train, epochs=self.hot_epochs, **sam))
+
+    def tracker(self) -> TrackerConfig:
+        """Chapter 02's decomposition measures for the layer-uniform kept set at each pruned fraction."""
+        fractions = tuple(round(1 - d, 10) for d in self.densities)
+        return dataclasses.replace(backbone.decomposition_tracker(fractions), kept_layerwise=fractions,
+                                   summaries=False)
+
+    def prune(self, seed: int, density: float, criterion: str = "layerwise") -> R.PruneConfig:
+        return R.PruneConfig(criterion, round(1 - density, 10), seed, include_first=False, include_last=False)
+
+    def retrain(self, seed: int, temperature: str, density: float, copy: int = 0,
+                criterion: str = "layerwise") -> R.FinetuneRun:
+        """One retrain of the cell: the compressed dense recipe from the pruned trained weights (the first copy
+        tracked)."""
+        ft = self.finetune(seed + (copy + 1) * self.copy_seed, self.retrain_epochs, self.pretrain_lr,
+                           self.pretrain_weight_decay, "cosine")
+        tracker = self.tracker() if copy == 0 else TrackerConfig()
+        return R.FinetuneRun(self.dense(seed, temperature), self.prune(seed, density, criterion), ft, tracker,
+                             recompute_bn=True, eval_every=self.retrain_epochs)
+
+    def compare(self, seed: int, temperature: str, density: float) -> R.CompareRun:
+        a, b = (self.retrain(seed, temperature, density, k) for k in range(2))
+        return R.CompareRun(a, b, points=self.compare_points, images=self.compare_images)
+
+
+def runs(cfg: Config) -> list[R.Run]:
+    """Per seed and temperature: the copies of every cell, their comparison, and (cold and short) the unpruned
+    control (pruned nothing, at the lowest density's fraction for the tracker's thresholds)."""
+    out: list[R.Run] = []
+    for seed in cfg.seed_list():
+        for t in TEMPERATURES:
+            for d in cfg.densities:
+                out += [cfg.retrain(seed, t, d, k) for k in range(cfg.copies)]
+                out += [cfg.compare(seed, t, d)]
+            if t != "sam":
+                out += [cfg.retrain(seed, t, cfg.densities[0], criterion="none")]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ rules
+def regime(signed_barrier: float, cka: float, barrier_i: float, cka_b: float) -> str:
+    """The pre-registered label of one comparison."""
+    if signed_barrier < -barrier_i:
+        return "I"
+    return "II-B" if cka >= cka_b else "II-A"
+
+
+def predicted(temperature: str, low: bool) -> str:
+    """The paper's label for a cell: the cold, low-density corner is I; the cold model at moderate density II-B;
+    hotter models II-A."""
+    if temperature == "cold":
+        return "I" if low else "II-B"
+    return "II-A"
+
+
+def majority(labels) -> str:
+    """The most frequent label (ties go to I, then II-A: the order of `REGIMES`)."""
+    counts = {r: list(labels).count(r) for r in REGIMES}
+    return max(REGIMES, key=lambda r: (counts[r], -REGIMES.index(r)))
+
+
+def select(members: dict[str, tuple[float, float]], barrier_i: float) -> str:
+    """The dense model to prune, from {temperature: (signed barrier, CKA)} of its pruned copies: the connected ones
+    with the largest CKA, or with none connected the largest signed barrier (ties: the colder)."""
+    connected = {t: v for t, v in members.items() if v[0] >= -barrier_i}
+    order = {t: -TEMPERATURES.index(t) for t in members}
+    if connected:
+        return max(connected, key=lambda t: (connected[t][1], order[t]))
+    return max(members, key=lambda t: (members[t][0], order[t]))
+
+
+def interaction(delta: dict[float, float]) -> float:
+    """Δ at the highest density minus Δ at the lowest."""
+    d = sorted(delta)
+    return float(delta[d[-1]] - delta[d[0]])

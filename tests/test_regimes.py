@@ -88,3 +88,11 @@ def test_compare_uses_only_its_first_images():
     train_set, test_set = c.splits()
     assert len(train_set) == 100 and len(test_set) == 128
     assert torch.equal(train_set.x, splits(pre.data)[0].x[:100])
+
+
+def test_a_pruning_schedule_refuses_dense_first_and_last_layers():
+    pre = R.PretrainRun(R.DataConfig("fashion-mnist", 256, 128), "resnet8", 4, TrainConfig(epochs=1, batch_size=64))
+    prune = R.PruneConfig("gmp", 0.5, include_first=False)
+    with pytest.raises(ValueError, match=r"include_first=False, include_last=True are invalid with "
+                                         r"schedule='gradual'; allowed: True with a pruning schedule"):
+        R.FinetuneRun(pre, prune, TrainConfig(epochs=1, batch_size=64), schedule="gradual")

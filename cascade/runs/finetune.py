@@ -94,6 +94,10 @@ class FinetuneRun(Run):
         if not 0 < self.prune_end < 1 or not isinstance(self.prune_every, int) or self.prune_every < 0:
             raise ValueError(f"prune_end={self.prune_end!r}, prune_every={self.prune_every!r} are invalid; allowed: "
                              "prune_end in (0, 1), prune_every an int >= 0 (0: one epoch)")
+        if self.schedule != "one-shot" and not (self.prune.include_first and self.prune.include_last):
+            raise ValueError(f"include_first={self.prune.include_first!r}, include_last={self.prune.include_last!r} "
+                             f"are invalid with schedule={self.schedule!r}; allowed: True with a pruning schedule "
+                             "(its events prune every layer), or schedule 'one-shot'")
         if self.schedule != "one-shot" and self.prune.criterion == "none":
             raise ValueError(f"schedule={self.schedule!r} needs a pruning criterion; allowed with criterion 'none': "
                              "one-shot")

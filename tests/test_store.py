@@ -203,7 +203,7 @@ def test_from_canonical_rebuilds_nested_runs_and_refuses_unknown_fields():
                         R.PruneConfig("gmp", 0.1), TrainConfig(lr=0.01))
     assert store.from_canonical(R.FinetuneRun, canonical(run)) == run
     assert store.from_canonical(R.FinetuneRun, json.loads(json.dumps(canonical(run)))) == run
-    with pytest.raises(ValueError, match="field.s. speed unknown to PruneConfig; allowed: criterion, fraction, seed"):
+    with pytest.raises(ValueError, match="field.s. speed unknown to PruneConfig; allowed: criterion, fraction, include_first, include_last, seed, skip, stage_ratios$"):
         store.from_canonical(R.PruneConfig, {"criterion": "gmp", "fraction": 0.1, "speed": 2})
 
 

@@ -3,6 +3,7 @@ that several chapters share. Plots read tidy frames built from stored records, n
 from __future__ import annotations
 
 import matplotlib as mpl
+import matplotlib.patheffects  # noqa: F401 (mpl.patheffects)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -136,6 +137,40 @@ def grids(matrices: list[dict[str, pd.DataFrame]], result, fmt: str = "{:.2f}", 
                 ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
+    provenance(fig, result)
+    return fig
+
+
+def regime_map(panels: dict[str, tuple[pd.DataFrame, str]], labels: pd.DataFrame, result, predicted=None,
+               transitions=(), fmt: str = "{:.3f}"):
+    """Temperature x load maps, one panel per title: `panels[title]` = (a density x temperature frame, its colour
+    bar's label). Every cell shows its value and its regime label (`labels`, the same shape); thick black lines
+    are the regime boundaries (between neighbouring cells of different labels), a red outline marks a cell whose
+    label differs from `predicted`'s, and a dashed red line between density rows i and i + 1 for each i in
+    `transitions` marks T1's transition (where the temperature effect changes sign)."""
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(COLUMN, 2.9), layout="constrained")
+    lab = labels.values
+    for ax, (title, (m, cbar)) in zip(axes[0], panels.items()):
+        im = ax.imshow(m.values.astype(float), aspect="auto", interpolation="nearest", origin="lower")
+        ax.set_xticks(np.arange(m.shape[1]), labels=list(m.columns))
+        ax.set_yticks(np.arange(m.shape[0]), labels=[f"{d:g}" for d in m.index])
+        ax.set_xlabel("dense model (colder to hotter)")
+        ax.set_ylabel("density")
+        ax.grid(False)
+        ax.set_title(title, fontsize=9)
+        for (i, j), v in np.ndenumerate(m.values.astype(float)):
+            ax.text(j, i, f"{'–' if np.isnan(v) else fmt.format(v)}\n{lab[i, j]}", ha="center", va="center",
+                    fontsize=8, color="w", path_effects=[mpl.patheffects.withStroke(linewidth=2, foreground="k")])
+            if predicted is not None and predicted.values[i, j] != lab[i, j]:
+                ax.add_patch(mpl.patches.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
+                                                   lw=1.5))
+            if j + 1 < lab.shape[1] and lab[i, j] != lab[i, j + 1]:
+                ax.plot([j + 0.5, j + 0.5], [i - 0.5, i + 0.5], color="k", lw=3)
+            if i + 1 < lab.shape[0] and lab[i, j] != lab[i + 1, j]:
+                ax.plot([j - 0.5, j + 0.5], [i + 0.5, i + 0.5], color="k", lw=3)
+        for i in transitions:
+            ax.axhline(i + 0.5, color="red", linestyle="--", lw=2)
+        fig.colorbar(im, ax=ax, label=cbar, shrink=0.9)
     provenance(fig, result)
     return fig
 

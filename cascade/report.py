@@ -49,7 +49,7 @@ def effect(row: dict) -> str:
     if row["effect"] is None:
         return ""
     lo, hi = row["ci95"]
-    return f"{row['effect']:.3g} [{lo:.3g}, {hi:.3g}]"
+    return f"{row['effect']:.3g}" + ("" if lo is None else f" [{lo:.3g}, {hi:.3g}]")
 
 
 def markdown_table(head: list[str], rows: list[list]) -> str:

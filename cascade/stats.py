@@ -21,6 +21,8 @@ def mean_ci(values) -> tuple[float, float, float]:
     m = statistics.fmean(values)
     if n < 2:
         return m, math.nan, math.nan
+    if len(set(values)) == 1:  # no spread: the interval is the point (scipy warns and may lose precision)
+        return m, m, m
     lo, hi = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
     return m, float(lo), float(hi)
 
@@ -216,6 +218,32 @@ def direction(values, m, lo, hi, delta, above, word, premise, units, replicate) 
                 f"{'toward' if toward else 'against'} the claim")
     side = "above" if (lo > delta) else "below"
     return f"{head}; {where} lies {side} δ = {num(delta)}, so it {'reproduces' if word == 'reproduces' else 'does not reproduce'}"
+
+
+def tally(claim: str, predictions, condition: str = "") -> Verdict:
+    """The verdict on a set of predictions, each (text, the word of its own verdict: "reproduces" means it came
+    true): reproduces when more than half of the testable ones came true, does not when more than half came out
+    false, inconclusive otherwise, and not testable with none testable. The effect is the share that came true;
+    `values` holds 1 (true) or 0 per testable prediction, so n counts predictions, not seeds."""
+    testable = [(text, w) for text, w in predictions if w != "not testable"]
+    true = sum(w == "reproduces" for _, w in testable)
+    false = sum(w == "does not reproduce" for _, w in testable)
+    n = len(testable)
+    word = ("not testable" if not n else "reproduces" if true > n / 2 else "does not reproduce" if false > n / 2
+            else "inconclusive")
+    share = true / n if n else None
+    told = "; ".join(f"{text}: {OUTCOME[w]}" for text, w in predictions)
+    head = (f"{true} of {n} testable predictions came true, {false} came out false and {n - true - false} are "
+            f"undecided" + (f" ({len(predictions) - n} not testable)" if len(predictions) > n else ""))
+    return Verdict(claim, word, 0.5, True, "reproduces when more than half of the testable predictions came true "
+                   "(each: its statistic's 95% CI above its δ), does not when more than half came out false (CI "
+                   "below), inconclusive otherwise; not testable with none testable",
+                   tuple(float(w == "reproduces") for _, w in testable), share, (None, None), None, condition,
+                   f"{claim} {SPOKEN[word]}: {head}. {told}.", f"{head}, so {word}")
+
+
+OUTCOME = {"reproduces": "came true", "does not reproduce": "came out false", "inconclusive": "undecided",
+           "not testable": "not testable"}  # a prediction's verdict word, as `tally` reports it
 
 
 def no_estimate(claim: str, threshold: float, condition: str, summary: str, above: bool = True) -> Verdict:

@@ -75,9 +75,13 @@ Protocol (fixed before any of its results existed; the chapter will state it in 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
+import pandas as pd
 
+from .. import analysis, stats
+from .. import experiments as core
 from .. import runs as R
 from ..shedding import TrackerConfig
 from . import backbone
@@ -104,6 +108,7 @@ class Config(SmallResNet):
     delta_dir: float = 0.01  # one point of test error, as chapters 03, 05 and 06
     delta_sel: float = 0.005  # half a point of regret
     agreement_min: float = 2 / 3  # four of the six cells: labelling every cell II-A
+    planned_sd: float = 0.012  # of I per seed, from the sizing check (see Power)
     budget_min: float = 75
 
     def __post_init__(self):
@@ -192,7 +197,8 @@ def predicted(temperature: str, low: bool) -> str:
 
 def majority(labels) -> str:
     """The most frequent label (ties go to I, then II-A: the order of `REGIMES`)."""
-    counts = {r: list(labels).count(r) for r in REGIMES}
+    labels = list(labels)
+    counts = {r: labels.count(r) for r in REGIMES}
     return max(REGIMES, key=lambda r: (counts[r], -REGIMES.index(r)))
 
 
@@ -210,3 +216,227 @@ def interaction(delta: dict[float, float]) -> float:
     """Δ at the highest density minus Δ at the lowest."""
     d = sorted(delta)
     return float(delta[d[-1]] - delta[d[0]])
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def cells(cfg: Config, records) -> pd.DataFrame:
+    """One row per seed, temperature and density: each copy's final test error, their mean (`err`), the copies'
+    signed barrier and CKA, the regime label and the predicted one."""
+    stored = dict(records)
+    out = []
+    for seed in cfg.seed_list():
+        for t in TEMPERATURES:
+            for d in cfg.densities:
+                errs = [1 - stored[cfg.retrain(seed, t, d, k)]["result"]["final"]["test_acc"]
+                        for k in range(cfg.copies)]
+                c = stored[cfg.compare(seed, t, d)]["result"]
+                b = c["barrier_signed_train_err"]
+                out.append({"seed": seed, "temperature": t, "density": d, "err": sum(errs) / len(errs),
+                            **{f"err_{k}": e for k, e in enumerate(errs)}, "barrier": b, "cka": c["cka"],
+                            "agreement": c["agreement"], "label": regime(b, c["cka"], cfg.barrier_i, cfg.cka_b),
+                            "predicted": predicted(t, d == cfg.densities[0])})
+    return pd.DataFrame(out)
+
+
+def effects(cfg: Config, cell: pd.DataFrame) -> pd.DataFrame:
+    """Per seed and density: Δ = err(short) - err(cold) and Δ_sam = err(sam) - err(short)."""
+    e = cell.pivot_table(index=["seed", "density"], columns="temperature", values="err")
+    return pd.DataFrame({"delta": e.short - e.cold, "delta_sam": e.sam - e.short}).reset_index()
+
+
+def interactions(cfg: Config, eff: pd.DataFrame) -> pd.DataFrame:
+    """Per seed: I = Δ(highest density) - Δ(lowest), and the same for Δ_sam."""
+    g = eff.groupby("seed")
+    return pd.DataFrame({c: g.apply(lambda s, c=c: interaction(dict(zip(s.density, s[c])))) for c in
+                         ("delta", "delta_sam")}).rename(columns=lambda c: c.replace("delta", "I")).reset_index()
+
+
+def by_density(eff: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per density: the mean of `value` over seeds with its 95% CI."""
+    est = eff.groupby("density")[value].apply(lambda v: stats.mean_ci(v.tolist()))
+    return pd.DataFrame(est.tolist(), index=est.index, columns=[value, "lo", "hi"])
+
+
+def flip(cfg: Config, eff: pd.DataFrame) -> dict:
+    """The sign flip, reported apart from T1's verdict: shown when Δ's CI lies below 0 at the lowest density and
+    above 0 at the highest."""
+    t = by_density(eff, "delta")
+    low, high = t.loc[cfg.densities[0]], t.loc[cfg.densities[-1]]
+    return {"shown": bool(low.hi < 0 < high.lo), "low": low.to_dict(), "high": high.to_dict()}
+
+
+def regime_map(cfg: Config, cell: pd.DataFrame) -> pd.DataFrame:
+    """Per temperature and density: the mean error, CKA and barrier, the seed-majority label, the predicted one
+    and the number of seeds whose label matches the prediction."""
+    g = cell.groupby(["temperature", "density"], sort=False)
+    return pd.DataFrame({"err": g.err.mean(), "cka": g.cka.mean(), "barrier": g.barrier.mean(),
+                         "label": g.label.apply(majority), "predicted": g.predicted.first(),
+                         "matches": g.apply(lambda s: int((s.label == s.predicted).sum())),
+                         "seeds": g.size()}).reset_index()
+
+
+def grid(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """`value` of a per-(temperature, density) frame as a density x temperature grid, coldest first."""
+    return frame.pivot(index="density", columns="temperature", values=value)[list(TEMPERATURES)]
+
+
+def transitions(eff: pd.DataFrame) -> list[int]:
+    """The density rows i after which the mean Δ changes sign (T1's transition lies between rows i and i + 1)."""
+    m = eff.groupby("density").delta.mean().to_numpy()
+    return [i for i in range(len(m) - 1) if (m[i] > 0) != (m[i + 1] > 0)]
+
+
+def t1_verdict(cfg: Config, inter: pd.DataFrame, eff: pd.DataFrame) -> stats.Verdict:
+    t, f = by_density(eff, "delta"), flip(cfg, eff)
+    lo, hi = cfg.densities[0], cfg.densities[-1]
+    summary = (f"T1 {{word}}: shortening the dense schedule ({cfg.pretrain_epochs} to {cfg.hot_epochs} epochs) changes "
+               f"the retrained test error by {t.delta[hi]:+.4f} at density {hi:g} and {t.delta[lo]:+.4f} at "
+               f"{lo:g}; the interaction is {{mean:+.4f}} (95% CI {{lo:.4f}} to {{hi:.4f}}, n={{n}} seeds; δ = "
+               f"{cfg.delta_t1:g}); the sign flip is {'shown' if f['shown'] else 'not shown'}.")
+    return stats.verdict("T1", inter.I.tolist(), cfg.delta_t1, summary, planned_sd=cfg.planned_sd, units="points",
+                         condition=f"{cfg.model} w{cfg.width}, layer-uniform magnitude to {lo:g} and {hi:g} density, "
+                                   f"{cfg.retrain_epochs}-epoch cosine retraining")
+
+
+def t2_verdict(cfg: Config, cell: pd.DataFrame) -> stats.Verdict:
+    share = cell.assign(hit=cell.label == cell.predicted).groupby("seed").hit.mean()
+    labels = sorted(set(cell.label))
+    premise = stats.Premise(f"the labels in use over all {len(cell)} cell-seed pairs: {', '.join(labels)}",
+                            None, (None, None), 2, len(labels) >= 2)
+    return stats.verdict(
+        "T2", share.tolist(), cfg.agreement_min,
+        f"T2 {{word}}: the pre-registered regime labels match the paper's predicted map in {{mean:.2f}} of the "
+        f"{cell.groupby(['temperature', 'density']).ngroups} cells per seed on average (95% CI {{lo:.2f}} to "
+        f"{{hi:.2f}}, n={{n}} seeds; δ = {cfg.agreement_min:.3g}, what labelling every cell II-A scores).",
+        premise=premise, condition=f"signed barrier < -{cfg.barrier_i:g}: I; else CKA >= {cfg.cka_b:g}: II-B; "
+                                   f"else II-A ({cfg.compare_points} points, {cfg.compare_images} training images)")
+
+
+def two_labels(cell: pd.DataFrame) -> pd.Series:
+    """Per seed: the share of cells whose I-or-II label matches the prediction's (reads only `barrier_i`)."""
+    hit = (cell.label == "I") == (cell.predicted == "I")
+    return cell.assign(hit=hit).groupby("seed").hit.mean()
+
+
+def choices(cfg: Config, cell: pd.DataFrame, dense: pd.DataFrame) -> pd.DataFrame:
+    """Per seed and density, T3's selection: the rule's pick and the baselines' (the best dense test accuracy;
+    the longest-trained model, `cold`), each with its regret (its cell's error minus the family's best)."""
+    acc = dense.set_index(["seed", "temperature"]).test_acc
+    out = []
+    for (seed, d), g in cell.groupby(["seed", "density"]):
+        g = g.set_index("temperature")
+        picks = {"rule": select({t: (g.barrier[t], g.cka[t]) for t in g.index}, cfg.barrier_i),
+                 "best_dense": max(g.index, key=lambda t: (acc[(seed, t)], -TEMPERATURES.index(t))),
+                 "longest": TEMPERATURES[0]}
+        out.append({"seed": seed, "density": d, **picks,
+                    **{f"regret_{k}": g.err[t] - g.err.min() for k, t in picks.items()}})
+    return pd.DataFrame(out)
+
+
+def selection(cfg: Config, chosen: pd.DataFrame) -> tuple[list[float], bool]:
+    """Per seed: the better baseline's mean regret minus the rule's (over densities); and whether the study is
+    testable (the rule does not always pick what a better baseline picks)."""
+    values, same = [], []
+    for _, g in chosen.groupby("seed"):
+        regret = {k: g[f"regret_{k}"].mean() for k in ("rule", "best_dense", "longest")}
+        better = min(regret["best_dense"], regret["longest"])
+        values.append(better - regret["rule"])
+        same.append(any(regret[k] == better and (g.rule == g[k]).all() for k in ("best_dense", "longest")))
+    return values, not all(same)
+
+
+def predictions(cfg: Config, cell: pd.DataFrame, eff: pd.DataFrame, chosen: pd.DataFrame) -> list[stats.Verdict]:
+    """T3's predictions, each a verdict of its own: reproduces means it came true."""
+    labels = regime_map(cfg, cell).set_index(["temperature", "density"]).label
+    out = []
+    for d in cfg.densities:
+        label = labels[("cold", d)]
+        sign = -1 if label == "I" else 1
+        text = "heating helps" if label == "I" else "heating hurts"
+        values = (sign * eff[eff.density == d].delta).tolist()
+        out.append(stats.verdict("T3", values, cfg.delta_dir, f"direction at density {d:g}: cold cell {label}, so "
+                                 f"{text}", units="points", condition=f"statistic {'-' if sign < 0 else ''}Δ({d:g})"))
+    values, testable = selection(cfg, chosen)
+    premise = stats.Premise("the rule picks other models than the better baseline", None, (None, None), 0, testable)
+    out.append(stats.verdict("T3", values, cfg.delta_sel, "selection: the rule's regret is below the better "
+                             "baseline's", units="points", premise=premise,
+                             condition="better baseline's mean regret minus the rule's"))
+    low = cfg.densities[0]
+    label = labels[("short", low)]
+    sign = -1 if label == "I" else 1
+    values = (sign * eff[eff.density == low].delta_sam).tolist()
+    out.append(stats.verdict("T3", values, cfg.delta_dir, f"SAM at density {low:g}: short cell {label}, so rho "
+                             f"{'helps' if sign < 0 else 'hurts'}", units="points",
+                             condition=f"statistic {'-' if sign < 0 else ''}Δ_sam({low:g})"))
+    return out
+
+
+def prediction_table(preds: list[stats.Verdict]) -> pd.DataFrame:
+    return pd.DataFrame([{"prediction": p.summary, "statistic": p.condition, "effect": p.effect, "lo": p.ci95[0],
+                          "hi": p.ci95[1], "delta": p.delta, "outcome": stats.OUTCOME[p.word], "direction": p.direction}
+                         for p in preds])
+
+
+def t3_verdict(cfg: Config, preds: list[stats.Verdict]) -> stats.Verdict:
+    return stats.tally("T3", [(p.summary, p.word) for p in preds], condition=(
+        f"{len(preds)} predictions of the seed-majority labels: direction at {len(cfg.densities)} densities, "
+        f"selection among {len(TEMPERATURES)} dense models, SAM (rho {cfg.sam_rho:g}) at {cfg.densities[0]:g}"))
+
+
+def exploration(cfg: Config, records) -> pd.DataFrame:
+    """Cascade E of the layer-uniform kept set, temperature shedding (`temperature_shed`, the control's D - f) and
+    the excess share of survivors below 5% of their layer's RMS, per tracked retrain against its temperature's
+    unpruned control (`analysis.decompose`; sam has no control, so NaN)."""
+    key = {}
+    for seed in cfg.seed_list():
+        for t in TEMPERATURES:
+            key |= {cfg.retrain(seed, t, d).key: t for d in cfg.densities}
+            key[cfg.retrain(seed, t, cfg.densities[0], criterion="none").key] = t
+    stored = dict(records)
+    acc = {run.key: stored[run.pretrain]["result"]["final"]["test_acc"] for run, _ in records
+           if run.kind == "finetune"}
+    rows = analysis.final_rows([(r, rec) for r, rec in records if r.kind == "finetune" and r.key in key])
+    rows = rows.assign(heat=rows.key.map(key), dense_acc=rows.key.map(acc))
+    dec = analysis.decompose(rows, ["heat"])  # its `temperature` is chapter 02's temperature shedding
+    dec = dec.rename(columns={"temperature": "temperature_shed", "heat": "temperature"})
+    return dec.assign(density=(1 - dec.fraction).round(10))
+
+
+def dense_models(cfg: Config, records) -> pd.DataFrame:
+    """Per seed and temperature: the dense model's final test accuracy and SGD steps."""
+    stored = dict(records)
+    return pd.DataFrame([{"seed": s, "temperature": t, "test_acc": stored[run]["result"]["final"]["test_acc"],
+                          "epochs": run.train.epochs, "optimizer": run.train.optimizer}
+                         for s in cfg.seed_list() for t in TEMPERATURES for run in [cfg.dense(s, t)]])
+
+
+def analyze(cfg: Config, records) -> tuple[dict, list]:
+    cell = cells(cfg, records)
+    eff = effects(cfg, cell)
+    inter = interactions(cfg, eff)
+    dense = dense_models(cfg, records)
+    chosen = choices(cfg, cell, dense)
+    preds = predictions(cfg, cell, eff, chosen)
+    two = two_labels(cell)
+    tables = {"cells": cell, "effects": eff, "interactions": inter, "delta": by_density(eff, "delta"),
+              "delta_sam": by_density(eff, "delta_sam"), "map": regime_map(cfg, cell), "dense": dense,
+              "choices": chosen, "predictions": prediction_table(preds), "exploration": exploration(cfg, records),
+              "two_labels": pd.DataFrame([stats.mean_ci(two.tolist())], columns=["agreement", "lo", "hi"]),
+              "flip": pd.DataFrame([flip(cfg, eff)["shown"]], columns=["shown"])}
+    return tables, [t1_verdict(cfg, inter, eff), t2_verdict(cfg, cell), t3_verdict(cfg, preds)]
+
+
+EXPERIMENT = core.Experiment(
+    name="regimes", notebook="07_regimes", claims=("T1", "T2", "T3"), config=Config,
+    profiles={
+        "smoke": dict(width=4, train_size=256, test_size=128, seeds=2, pretrain_epochs=2, hot_epochs=1,
+                      batch_size=64, retrain_epochs=1, compare_points=3, compare_images=128),
+        "paper": {},
+        "full": lambda: core.full_data() | dict(model="preresnet20", seeds=4, pretrain_epochs=160, hot_epochs=40,
+                                                retrain_epochs=160, densities=(0.02, 0.05, 0.1, 0.2, 0.4)),
+    },
+    runs=runs, analyze=analyze, figures={"T1": "fig-regimes-t1", "T2": "fig-regimes-map", "T3": "fig-regimes-t3"},
+    description="Prune dense ResNet-8s of three training temperatures (the shared 20-epoch backbone, a 5-epoch "
+                "schedule, and the 5-epoch one with SAM) layer-uniformly to a low and a moderate density, retrain "
+                "each twice, and read the temperature x load map of error, LMC barrier and CKA against the "
+                "three-regime model's predictions; track shedding against unpruned controls.")

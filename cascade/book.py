@@ -6,6 +6,7 @@ wall time, and so the book can be rebuilt from stored results without recomputin
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -278,15 +279,27 @@ def appendix_page(profile, chapters: list[Path], template: Path) -> str:
         profile=profile.name, papermill=papermill, bench=bench_section(REPO / "results" / "bench"))
 
 
+def busy_s(records) -> float:
+    """Seconds during which at least one of the runs was computing (the union of their intervals): a sweep's wall
+    time without the pauses between interrupted and resumed parts, which `record_span_s` counts."""
+    spans = sorted(_interval(r) for r in records if "created" in r["meta"])
+    total, end = 0.0, -math.inf
+    for a, b in spans:
+        total += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return total
+
+
+def _interval(record) -> tuple[float, float]:
+    end = datetime.fromisoformat(record["meta"]["created"].replace("Z", "+00:00")).timestamp()
+    return end - record["meta"].get("wall_time_s", 0.0), end
+
+
 def record_span_s(records) -> float:
     """Seconds from the start of the earliest run to the end of the latest: the wall time of a sweep that computed
     them (interruptions included)."""
-    records = [r for r in records if "created" in r["meta"]]
-    if not records:
-        return 0.0
-    end = [datetime.fromisoformat(r["meta"]["created"].replace("Z", "+00:00")).timestamp() for r in records]
-    start = [e - r["meta"].get("wall_time_s", 0.0) for e, r in zip(end, records)]
-    return max(end) - min(start)
+    spans = [_interval(r) for r in records if "created" in r["meta"]]
+    return max(b for _, b in spans) - min(a for a, _ in spans) if spans else 0.0
 
 
 def compute_section(profile) -> str:

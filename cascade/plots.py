@@ -148,19 +148,19 @@ def regime_map(panels: dict[str, tuple[pd.DataFrame, str]], labels: pd.DataFrame
     are the regime boundaries (between neighbouring cells of different labels), a red outline marks a cell whose
     label differs from `predicted`'s, and a dashed red line between density rows i and i + 1 for each i in
     `transitions` marks T1's transition (where the temperature effect changes sign)."""
-    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(COLUMN, 2.9), layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(COLUMN, 3.6), layout="constrained")
     lab = labels.values
     for ax, (title, (m, cbar)) in zip(axes[0], panels.items()):
         im = ax.imshow(m.values.astype(float), aspect="auto", interpolation="nearest", origin="lower")
-        ax.set_xticks(np.arange(m.shape[1]), labels=list(m.columns))
-        ax.set_yticks(np.arange(m.shape[0]), labels=[f"{d:g}" for d in m.index])
-        ax.set_xlabel("dense model (colder to hotter)")
+        ax.set_xticks(np.arange(m.shape[1]), labels=list(m.columns), fontsize=8)
+        ax.set_yticks(np.arange(m.shape[0]), labels=[f"{d:g}" for d in m.index], fontsize=8)
+        ax.set_xlabel("dense model (colder → hotter)", fontsize=8)
         ax.set_ylabel("density")
         ax.grid(False)
         ax.set_title(title, fontsize=9)
         for (i, j), v in np.ndenumerate(m.values.astype(float)):
             ax.text(j, i, f"{'–' if np.isnan(v) else fmt.format(v)}\n{lab[i, j]}", ha="center", va="center",
-                    fontsize=8, color="w", path_effects=[mpl.patheffects.withStroke(linewidth=2, foreground="k")])
+                    fontsize=7, color="w", path_effects=[mpl.patheffects.withStroke(linewidth=2, foreground="k")])
             if predicted is not None and predicted.values[i, j] != lab[i, j]:
                 ax.add_patch(mpl.patches.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
                                                    lw=1.5))
@@ -170,7 +170,9 @@ def regime_map(panels: dict[str, tuple[pd.DataFrame, str]], labels: pd.DataFrame
                 ax.plot([j - 0.5, j + 0.5], [i + 0.5, i + 0.5], color="k", lw=3)
         for i in transitions:
             ax.axhline(i + 0.5, color="red", linestyle="--", lw=2)
-        fig.colorbar(im, ax=ax, label=cbar, shrink=0.9)
+        bar = fig.colorbar(im, ax=ax, location="bottom", shrink=0.9)
+        bar.set_label(cbar, fontsize=8)
+        bar.ax.tick_params(labelsize=7, rotation=45)
     provenance(fig, result)
     return fig
 

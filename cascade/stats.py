@@ -233,7 +233,7 @@ def tally(claim: str, predictions, condition: str = "") -> Verdict:
             else "inconclusive")
     share = true / n if n else None
     told = "; ".join(f"{text}: {OUTCOME[w]}" for text, w in predictions)
-    head = (f"{true} of {n} testable predictions came true, {false} came out false and {n - true - false} are "
+    head = (f"{true} of {n} testable predictions came true, {false} came out false, {n - true - false} "
             f"undecided" + (f" ({len(predictions) - n} not testable)" if len(predictions) > n else ""))
     return Verdict(claim, word, 0.5, True, "reproduces when more than half of the testable predictions came true "
                    "(each: its statistic's 95% CI above its δ), does not when more than half came out false (CI "

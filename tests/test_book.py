@@ -525,3 +525,14 @@ def test_record_span_runs_from_the_first_start_to_the_last_end():
             {"meta": {"wall_time_s": 99.0}}]  # no timestamp: left out
     assert book.record_span_s(recs) == 60.0
     assert book.record_span_s([]) == 0.0
+
+
+def test_busy_time_is_the_union_of_the_runs_intervals_without_the_pauses():
+    recs = [{"meta": {"created": "2026-01-01T10:00:10Z", "wall_time_s": 10.0}},  # 10:00:00 to 10:00:10
+            {"meta": {"created": "2026-01-01T10:00:08Z", "wall_time_s": 4.0}},  # 10:00:04 to 10:00:08: inside
+            {"meta": {"created": "2026-01-01T10:00:15Z", "wall_time_s": 10.0}},  # 10:00:05 to 10:00:15: overlaps
+            {"meta": {"created": "2026-01-01T11:00:20Z", "wall_time_s": 20.0}},  # an hour later, 20 s
+            {"meta": {"wall_time_s": 99.0}}]  # no timestamp: left out
+    assert book.busy_s(recs) == 15.0 + 20.0
+    assert book.record_span_s(recs) == 3620.0
+    assert book.busy_s([]) == 0.0

@@ -96,3 +96,98 @@ def test_a_pruning_schedule_refuses_dense_first_and_last_layers():
     with pytest.raises(ValueError, match=r"include_first=False, include_last=True are invalid with "
                                          r"schedule='gradual'; allowed: True with a pruning schedule"):
         R.FinetuneRun(pre, prune, TrainConfig(epochs=1, batch_size=64), schedule="gradual")
+
+
+# ------------------------------------------------------------------------------------------------ analysis by hand
+def _cells(errs, barrier=0.0, cka=0.99, seeds=(0, 1, 2)):
+    """A `cells` frame: errs[t][d] = per-seed test errors; every cell connected and similar unless told."""
+    cfg = Config()
+    rows = []
+    for t, by_d in errs.items():
+        for d, per_seed in by_d.items():
+            for seed, e in zip(seeds, per_seed):
+                b = barrier(t, d) if callable(barrier) else barrier
+                rows.append({"seed": seed, "temperature": t, "density": d, "err": e, "barrier": b, "cka": cka,
+                             "label": regime(b, cka, cfg.barrier_i, cfg.cka_b),
+                             "predicted": predicted(t, d == cfg.densities[0])})
+    return regimes.pd.DataFrame(rows)
+
+
+ERRS = {"cold": {0.03: [0.20, 0.22, 0.21], 0.3: [0.10, 0.11, 0.10]},
+        "short": {0.03: [0.18, 0.195, 0.19], 0.3: [0.13, 0.15, 0.14]},
+        "sam": {0.03: [0.19, 0.18, 0.21], 0.3: [0.15, 0.16, 0.15]}}
+
+
+def test_t1_interaction_and_the_sign_flip_by_hand():
+    cfg = Config()
+    eff = regimes.effects(cfg, _cells(ERRS))
+    low = eff[eff.density == 0.03].delta.round(10).tolist()
+    assert low == [-0.02, -0.025, -0.02]  # heating helps at the low density: CI -0.0289 to -0.0145
+    inter = regimes.interactions(cfg, eff)
+    assert inter.I.round(10).tolist() == [0.05, 0.065, 0.06]  # (0.03, 0.04, 0.04) - (-0.02, -0.025, -0.02)
+    assert inter.I_sam.round(10).tolist() == [0.01, 0.025, -0.01]  # (0.02, 0.01, 0.01) - (0.01, -0.015, 0.02)
+    assert regimes.flip(cfg, eff)["shown"] and regimes.transitions(eff) == [0]  # Δ(0.3)'s CI: 0.0223 to 0.0510
+    v = regimes.t1_verdict(cfg, inter, eff)
+    # mean 0.05833, SD 0.007638, t(2) = 4.3027: half-width 0.01897, so the CI 0.0394 to 0.0773 lies above 0.02
+    assert v.word == "reproduces" and v.effect == pytest.approx(0.0583, abs=1e-4)
+    assert v.ci95 == pytest.approx((0.0394, 0.0773), abs=1e-4) and "sign flip is shown" in v.summary
+    assert v.expected_half_width == pytest.approx(4.3027 * 0.012 / 3 ** 0.5, abs=1e-4)  # the planned SD
+
+
+def test_t2_is_not_testable_when_every_cell_has_one_label_and_scores_the_predicted_map_otherwise():
+    cfg = Config()
+    same = regimes.t2_verdict(cfg, _cells(ERRS))
+    assert same.word == "not testable" and same.effect == pytest.approx(1 / 6, abs=1e-4)  # only (cold, 0.3) is II-B
+    assert same.ci95 == pytest.approx((1 / 6, 1 / 6), abs=1e-4)  # no spread over seeds: the CI is the point
+    paper = _cells(ERRS, barrier=lambda t, d: -0.1 if (t, d) == ("cold", 0.03) else 0.0, cka=0.9)
+    v = regimes.t2_verdict(cfg, paper)  # (cold, 0.03) is I and the four hot cells II-A; (cold, 0.3) is II-A too
+    assert v.premise.present and v.effect == pytest.approx(5 / 6, abs=1e-4) and v.word == "reproduces"
+    assert regimes.two_labels(paper).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_t3_selection_regret_and_the_predictions_by_hand():
+    cfg = Config()
+    cell = _cells(ERRS, cka=0.99)
+    cell.loc[cell.temperature == "short", "cka"] = 0.995  # the rule picks short everywhere
+    dense = regimes.pd.DataFrame([{"seed": s, "temperature": t, "test_acc": a}
+                                  for s in (0, 1, 2) for t, a in (("cold", 0.9), ("short", 0.85), ("sam", 0.8))])
+    chosen = regimes.choices(cfg, cell, dense)
+    assert set(chosen.rule) == {"short"} and set(chosen.best_dense) == {"cold"} and set(chosen.longest) == {"cold"}
+    # seed 0: at 0.03 the best is short (0.18): regrets 0 and cold's 0.02; at 0.3 the best is cold: 0.03 and 0
+    assert chosen[chosen.seed == 0][["regret_rule", "regret_best_dense"]].round(10).values.tolist() == [
+        [0.0, 0.02], [0.03, 0.0]]
+    values, testable = regimes.selection(cfg, chosen)
+    # seed 0: baseline (0.02 + 0) / 2 - rule (0 + 0.03) / 2; seed 1: (0.04 + 0) / 2 - (0.015 + 0.04) / 2
+    assert testable and [round(v, 10) for v in values] == [-0.005, -0.0075, -0.01]
+    eff = regimes.effects(cfg, cell)
+    preds = regimes.predictions(cfg, cell, eff, chosen)
+    # the cold cells are II-B, so heating should hurt: false at 0.03 (Δ < 0), true at 0.3; the rule loses to the
+    # baseline (CI -0.0137 to -0.0013, below 0.005: false); short's low cell is II-B, so SAM should hurt:
+    # Δ_sam(0.03) = 0.01, -0.015, 0.02 (CI -0.040 to 0.050: undecided)
+    assert [p.word for p in preds] == ["does not reproduce", "reproduces", "does not reproduce", "inconclusive"]
+    t3 = regimes.t3_verdict(cfg, preds)
+    assert t3.word == "inconclusive" and t3.effect == pytest.approx(0.25)  # 1 true, 2 false of 4: no majority
+    assert "1 of 4 testable predictions came true, 2 came out false, 1 undecided" in t3.summary
+
+
+def test_selection_is_not_testable_when_the_rule_picks_the_better_baselines_models():
+    cfg = Config()
+    cell = _cells(ERRS)
+    cell.loc[cell.temperature == "cold", "cka"] = 0.999
+    dense = regimes.pd.DataFrame([{"seed": s, "temperature": t, "test_acc": 0.9 - 0.05 * i}
+                                  for s in (0, 1, 2) for i, t in enumerate(regimes.TEMPERATURES)])
+    values, testable = regimes.selection(cfg, regimes.choices(cfg, cell, dense))
+    assert values == [0.0, 0.0, 0.0] and not testable
+
+
+def test_tally_counts_testable_predictions_only():
+    from cascade import stats
+
+    v = stats.tally("T3", [("a", "reproduces"), ("b", "reproduces"), ("c", "not testable"), ("d", "inconclusive")])
+    assert (v.word, v.effect, v.values) == ("reproduces", 2 / 3, (1.0, 1.0, 0.0))  # 2 of 3 testable came true
+    assert "c: not testable" in v.summary and v.ci95 == (None, None)
+    assert stats.tally("T3", [("a", "does not reproduce"), ("b", "reproduces")]).word == "inconclusive"  # 1 of 2
+    assert stats.tally("T3", [("a", "does not reproduce"), ("b", "inconclusive"), ("c", "does not reproduce")]
+                       ).word == "does not reproduce"
+    assert stats.tally("T3", [("a", "not testable")]).word == "not testable"
+    assert stats.mean_ci([0.25, 0.25, 0.25]) == (0.25, 0.25, 0.25)  # no spread: the CI is the point

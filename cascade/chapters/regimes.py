@@ -305,9 +305,10 @@ def t2_verdict(cfg: Config, cell: pd.DataFrame) -> stats.Verdict:
                             None, (None, None), 2, len(labels) >= 2)
     return stats.verdict(
         "T2", share.tolist(), cfg.agreement_min,
-        f"T2 {{word}}: the pre-registered regime labels match the paper's predicted map in {{mean:.2f}} of the "
-        f"{cell.groupby(['temperature', 'density']).ngroups} cells per seed on average (95% CI {{lo:.2f}} to "
-        f"{{hi:.2f}}, n={{n}} seeds; δ = {cfg.agreement_min:.3g}, what labelling every cell II-A scores).",
+        f"T2 {{word}}: the share of the {cell.groupby(['temperature', 'density']).ngroups} cells per seed whose "
+        f"pre-registered regime label matches the paper's predicted map is {{mean:.3f}} on average (95% CI "
+        f"{{lo:.3f}} to {{hi:.3f}}, n={{n}} seeds; δ = {cfg.agreement_min:.3g}, what labelling every cell II-A "
+        "scores).",
         premise=premise, condition=f"signed barrier < -{cfg.barrier_i:g}: I; else CKA >= {cfg.cka_b:g}: II-B; "
                                    f"else II-A ({cfg.compare_points} points, {cfg.compare_images} training images)")
 
@@ -378,8 +379,10 @@ def prediction_table(preds: list[stats.Verdict]) -> pd.DataFrame:
 
 
 def t3_verdict(cfg: Config, preds: list[stats.Verdict]) -> stats.Verdict:
-    return stats.tally("T3", [(p.summary, p.word) for p in preds], condition=(
-        f"{len(preds)} predictions of the seed-majority labels: direction at {len(cfg.densities)} densities, "
+    told = [(f"{p.summary} ({p.condition.removeprefix('statistic ')} = {p.effect:+.4f}, 95% CI {p.ci95[0]:+.4f} "
+             f"to {p.ci95[1]:+.4f}; δ = {p.delta:g})" if p.ci95[0] is not None else p.summary, p.word) for p in preds]
+    return stats.tally("T3", told, condition=(
+        f"{len(preds)} predictions (n counts them) of the seed-majority labels: direction at {len(cfg.densities)} densities, "
         f"selection among {len(TEMPERATURES)} dense models, SAM (rho {cfg.sam_rho:g}) at {cfg.densities[0]:g}"))
 
 
@@ -402,6 +405,17 @@ def exploration(cfg: Config, records) -> pd.DataFrame:
     return dec.assign(density=(1 - dec.fraction).round(10))
 
 
+def controlled(cfg: Config, records, eff: pd.DataFrame) -> pd.DataFrame:
+    """Per seed and density (added after the results, not a verdict): Δ_control, the unpruned controls' test error
+    of the short model minus the cold one's (retrained alike), and Δ - Δ_control, the part of the temperature effect
+    that the pruned cells add to it."""
+    stored = dict(records)
+    err = {(s, t): 1 - stored[cfg.retrain(s, t, cfg.densities[0], criterion="none")]["result"]["final"]["test_acc"]
+           for s in cfg.seed_list() for t in TEMPERATURES[:2]}
+    control = eff.seed.map(lambda s: err[(s, "short")] - err[(s, "cold")])
+    return eff[["seed", "density", "delta"]].assign(delta_control=control, delta_pruning=eff.delta - control)
+
+
 def dense_models(cfg: Config, records) -> pd.DataFrame:
     """Per seed and temperature: the dense model's final test accuracy and SGD steps."""
     stored = dict(records)
@@ -419,7 +433,7 @@ def analyze(cfg: Config, records) -> tuple[dict, list]:
     preds = predictions(cfg, cell, eff, chosen)
     two = two_labels(cell)
     tables = {"cells": cell, "effects": eff, "interactions": inter, "delta": by_density(eff, "delta"),
-              "delta_sam": by_density(eff, "delta_sam"), "map": regime_map(cfg, cell), "dense": dense,
+              "delta_sam": by_density(eff, "delta_sam"), "controlled": controlled(cfg, records, eff), "map": regime_map(cfg, cell), "dense": dense,
               "choices": chosen, "predictions": prediction_table(preds), "exploration": exploration(cfg, records),
               "two_labels": pd.DataFrame([stats.mean_ci(two.tolist())], columns=["agreement", "lo", "hi"]),
               "flip": pd.DataFrame([flip(cfg, eff)["shown"]], columns=["shown"])}

@@ -265,7 +265,7 @@ def flip(cfg: Config, eff: pd.DataFrame) -> dict:
     return {"shown": bool(low.hi < 0 < high.lo), "low": low.to_dict(), "high": high.to_dict()}
 
 
-def regime_map(cfg: Config, cell: pd.DataFrame) -> pd.DataFrame:
+def by_cell(cfg: Config, cell: pd.DataFrame) -> pd.DataFrame:
     """Per temperature and density: the mean error, CKA and barrier, the seed-majority label, the predicted one
     and the number of seeds whose label matches the prediction."""
     g = cell.groupby(["temperature", "density"], sort=False)
@@ -348,7 +348,7 @@ def selection(cfg: Config, chosen: pd.DataFrame) -> tuple[list[float], bool]:
 
 def predictions(cfg: Config, cell: pd.DataFrame, eff: pd.DataFrame, chosen: pd.DataFrame) -> list[stats.Verdict]:
     """T3's predictions, each a verdict of its own: reproduces means it came true."""
-    labels = regime_map(cfg, cell).set_index(["temperature", "density"]).label
+    labels = by_cell(cfg, cell).set_index(["temperature", "density"]).label
     out = []
     for d in cfg.densities:
         label = labels[("cold", d)]
@@ -373,16 +373,19 @@ def predictions(cfg: Config, cell: pd.DataFrame, eff: pd.DataFrame, chosen: pd.D
 
 
 def prediction_table(preds: list[stats.Verdict]) -> pd.DataFrame:
+    """One row per T3 prediction: what it predicts, its statistic with its CI and δ, and its outcome."""
     return pd.DataFrame([{"prediction": p.summary, "statistic": p.condition, "effect": p.effect, "lo": p.ci95[0],
                           "hi": p.ci95[1], "delta": p.delta, "outcome": stats.OUTCOME[p.word], "direction": p.direction}
                          for p in preds])
 
 
 def t3_verdict(cfg: Config, preds: list[stats.Verdict]) -> stats.Verdict:
+    """The tally of T3's predictions, each told with its statistic's estimate, so the summary states sizes."""
     told = [(f"{p.summary} ({p.condition.removeprefix('statistic ')} = {p.effect:+.4f}, 95% CI {p.ci95[0]:+.4f} "
              f"to {p.ci95[1]:+.4f}; δ = {p.delta:g})" if p.ci95[0] is not None else p.summary, p.word) for p in preds]
     return stats.tally("T3", told, condition=(
-        f"{len(preds)} predictions (n counts them) of the seed-majority labels: direction at {len(cfg.densities)} densities, "
+        f"{len(preds)} predictions (n counts them) of the seed-majority labels: direction at "
+        f"{len(cfg.densities)} densities, "
         f"selection among {len(TEMPERATURES)} dense models, SAM (rho {cfg.sam_rho:g}) at {cfg.densities[0]:g}"))
 
 
@@ -433,8 +436,9 @@ def analyze(cfg: Config, records) -> tuple[dict, list]:
     preds = predictions(cfg, cell, eff, chosen)
     two = two_labels(cell)
     tables = {"cells": cell, "effects": eff, "interactions": inter, "delta": by_density(eff, "delta"),
-              "delta_sam": by_density(eff, "delta_sam"), "controlled": controlled(cfg, records, eff), "map": regime_map(cfg, cell), "dense": dense,
-              "choices": chosen, "predictions": prediction_table(preds), "exploration": exploration(cfg, records),
+              "delta_sam": by_density(eff, "delta_sam"), "controlled": controlled(cfg, records, eff),
+              "map": by_cell(cfg, cell), "dense": dense, "choices": chosen, "predictions": prediction_table(preds),
+              "exploration": exploration(cfg, records),
               "two_labels": pd.DataFrame([stats.mean_ci(two.tolist())], columns=["agreement", "lo", "hi"]),
               "flip": pd.DataFrame([flip(cfg, eff)["shown"]], columns=["shown"])}
     return tables, [t1_verdict(cfg, inter, eff), t2_verdict(cfg, cell), t3_verdict(cfg, preds)]
